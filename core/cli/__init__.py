@@ -1,0 +1,1 @@
+"""The ``cryosr`` command line: one module per subcommand, each with ``add_args`` and ``main``."""

@@ -1,0 +1,1 @@
+"""Packaged data: the embedded default model and shipped network weights."""

@@ -1,0 +1,1 @@
+"""cryosr.core.superres."""

@@ -1,0 +1,1 @@
+"""CryoSPARC adapter through cryosparc-tools (console script ``cryosr-cryosparc``)."""

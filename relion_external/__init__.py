@@ -1,0 +1,1 @@
+"""RELION External-job adapter (console script ``cryosr-relion``)."""
