@@ -64,7 +64,7 @@ def _read_tiff_stack(path: Path) -> tuple[np.ndarray, float | None]:
     try:
         with tifffile.TiffFile(path) as tif:
             pages = [page.asarray() for page in tif.pages]
-    except Exception as exc:  # noqa: BLE001 - one line for the user
+    except Exception as exc:
         raise InputError(path, f"not a readable TIFF movie ({exc})") from exc
     if not pages:
         raise InputError(path, "TIFF has no pages")

@@ -47,16 +47,16 @@ def _open(path: Path, mmap: bool):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return opener(path, mode="r")
-    except Exception as strict_exc:  # noqa: BLE001 - retry permissively, then report one line
+    except Exception as strict_exc:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 mrc = opener(path, mode="r", permissive=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise InputError(path, f"not a readable MRC file ({exc})") from exc
         if mrc.data is None:
             mrc.close()
-            raise InputError(path, f"not a readable MRC file ({strict_exc})")
+            raise InputError(path, f"not a readable MRC file ({strict_exc})") from None
         logger.warning("%s: non-standard MRC header, read permissively (%s)", path, strict_exc)
         return mrc
 

@@ -26,7 +26,7 @@ def read_star(path: str | Path) -> dict[str, pd.DataFrame | dict]:
         raise InputError(path, "no such STAR file")
     try:
         blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # noqa: BLE001 - one line for the user
+    except Exception as exc:
         raise InputError(path, f"not a readable STAR file ({exc})") from exc
     if not blocks:
         raise InputError(path, "STAR file has no data blocks")

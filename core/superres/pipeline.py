@@ -1,0 +1,130 @@
+"""File-level orchestration shared by the CLI and the adapters: one movie file -> output MRCs.
+
+Resumable: a movie whose output exists already is skipped. Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from cryosr.core.errors import InputError
+from cryosr.core.io import read_micrograph, read_movie, write_mrc
+from cryosr.core.superres.engine import SuperresConfig, run_superres
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MovieTask", "process_movie"]
+
+
+@dataclass(frozen=True)
+class MovieTask:
+    """One unit of work: a movie (or a single micrograph) and where its outputs go.
+
+    Attributes
+    ----------
+    movie_path : Path
+        Input movie (``.mrcs``/``.mrc``/``.tif``) or a single-frame micrograph.
+    out_path : Path
+        Super-resolved micrograph to write.
+    lr_sum_path : Path | None
+        Where to write the aligned dose-weighted sum at the input pixel (None: don't).
+    pixel_size_a : float | None
+        Input pixel size in Å (None: from the file header).
+    dose_per_frame : float | None
+        e/Å² per frame (required for movies).
+    gain_path : Path | None
+        Gain reference, with RELION-style ``gain_rotate``/``gain_flip``.
+    shifts_yx_px : tuple | None
+        Known per-frame shifts in input pixels, ``((y0, x0), (y1, x1), ...)``.
+    """
+
+    movie_path: Path
+    out_path: Path
+    lr_sum_path: Path | None = None
+    pixel_size_a: float | None = None
+    dose_per_frame: float | None = None
+    gain_path: Path | None = None
+    gain_rotate: int = 0
+    gain_flip: int = 0
+    shifts_yx_px: tuple | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def process_movie(
+    task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False
+) -> dict:
+    """Super-resolve one movie file and write its outputs.
+
+    Parameters
+    ----------
+    task : MovieTask
+        Input and output paths and acquisition parameters.
+    config : SuperresConfig
+        Method options.
+    device : torch.device
+        Compute device.
+    overwrite : bool
+        Recompute even when the output exists (otherwise it is skipped: resumable runs).
+
+    Returns
+    -------
+    record : dict
+        JSON-serialisable summary: paths, pixel sizes, method, shifts, seconds per stage.
+    """
+    if task.out_path.exists() and not overwrite:
+        logger.info("%s exists, skipping", task.out_path)
+        return {"movie": str(task.movie_path), "output": str(task.out_path), "skipped": True}
+    t0 = time.perf_counter()
+    movie = read_movie(task.movie_path, gain=task.gain_path, gain_rotate=task.gain_rotate, gain_flip=task.gain_flip)
+    seconds = {"read": time.perf_counter() - t0}
+    pixel_size_a = task.pixel_size_a or movie.pixel_size_a
+    if pixel_size_a is None:
+        raise InputError(task.movie_path, "pixel size missing from the header; give it explicitly")
+    frames = movie.frames.to(device)
+    if movie.n_frames == 1:
+        logger.warning(
+            "%s has a single frame: only interpolation is possible; no information beyond the input "
+            "Nyquist frequency can be recovered from one image",
+            task.movie_path,
+        )
+    elif task.dose_per_frame is None:
+        raise InputError(task.movie_path, "dose per frame is unknown; give it explicitly")
+    shifts = None
+    if task.shifts_yx_px is not None:
+        shifts = torch.tensor(task.shifts_yx_px, dtype=frames.dtype, device=device)
+        if tuple(shifts.shape) != (movie.n_frames, 2):
+            raise InputError(task.movie_path, f"{shifts.shape[0]} shifts given for {movie.n_frames} frames")
+    result = run_superres(
+        frames, pixel_size_a=pixel_size_a, dose_per_frame=task.dose_per_frame or 1.0, config=config, shifts_yx_px=shifts
+    )
+    seconds.update(result.seconds)
+    t0 = time.perf_counter()
+    out_px = pixel_size_a / config.scale
+    if task.lr_sum_path is not None:
+        write_mrc(task.lr_sum_path, result.lr_sum, pixel_size_a, overwrite=True)
+    write_mrc(task.out_path, result.image, out_px, overwrite=True)
+    seconds["write"] = time.perf_counter() - t0
+    return {
+        "movie": str(task.movie_path),
+        "output": str(task.out_path),
+        "lr_sum": None if task.lr_sum_path is None else str(task.lr_sum_path),
+        "pixel_size_a": pixel_size_a,
+        "output_pixel_size_a": out_px,
+        "n_frames": movie.n_frames,
+        "device": str(device),
+        "config": asdict(config),
+        "shifts_yx_px": result.shifts_yx_px.cpu().tolist(),
+        "seconds": seconds,
+        "info": result.info,
+        "skipped": False,
+    }
+
+
+def read_single_micrograph_as_movie(path: Path) -> torch.Tensor:
+    """A micrograph as a one-frame movie `(1, h, w)`."""
+    return read_micrograph(path).data[None]
