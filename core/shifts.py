@@ -48,7 +48,7 @@ def fourier_shift(image: torch.Tensor, shifts_yx: torch.Tensor) -> torch.Tensor:
     """
     h, w = image.shape[-2:]
     x = image.to(torch.float64 if image.dtype == torch.float64 else torch.float32)
-    shifts_yx = torch.as_tensor(shifts_yx, device=image.device)
+    shifts_yx = torch.as_tensor(shifts_yx, device=image.device).to(x.dtype)
     spec = torch.fft.rfft2(x) * phase_ramp((h, w), shifts_yx)
     return torch.fft.irfft2(spec, s=(h, w)).to(image.dtype)
 

@@ -62,16 +62,14 @@ def _read_tiff_stack(path: Path) -> tuple[np.ndarray, float | None]:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            pages = [page.asarray() for page in tif.pages]
+        data = tifffile.imread(path)
     except Exception as exc:
         raise InputError(path, f"not a readable TIFF movie ({exc})") from exc
-    if not pages:
-        raise InputError(path, "TIFF has no pages")
-    shapes = {p.shape for p in pages}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-        raise InputError(path, f"TIFF pages must all be 2-D images of one size, found {sorted(shapes)}")
-    return np.stack(pages).astype(np.float32), None
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {data.shape}")
+    return data.astype(np.float32), None
 
 
 def read_gain(path: str | Path, *, rotate: int = 0, flip: int = 0) -> torch.Tensor:

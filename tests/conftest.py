@@ -1,0 +1,39 @@
+"""Shared test helpers: paths to the shared real data, device list."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+    ),
+]
+
+
+def shared_data(*parts: str) -> Path:
+    """Path into ../shared/data; skips the test when it is absent (fails in CI, which has it)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        if IN_CI:
+            pytest.fail(f"shared data missing in CI: {path.relative_to(SHARED_DATA.parent.parent)}")
+        pytest.skip(f"shared data not available: {'/'.join(parts)}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Keep each test on at most 2 threads (CI has 2 cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(min(n, 2))
+    yield
+    torch.set_num_threads(n)
