@@ -1,0 +1,174 @@
+"""Command-line options of ``cryosr-cryosparc`` and the frozen configuration built from them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryosr.core.errors import InputError
+from cryosr.core.superres import engine
+
+__all__ = ["PluginConfig", "build_parser", "config_from_args", "parse_input"]
+
+_UID = re.compile(r"^[PJW]\d+$")
+TRANSFERS = ("auto", "direct", "upload")
+DEFAULT_METHOD = getattr(engine, "DEFAULT_METHOD", "fourier")
+
+
+def parse_input(spec: str) -> tuple[str, str]:
+    """``J12`` or ``J12:micrographs`` -> ``("J12", "micrographs")`` (default output ``micrographs``)."""
+    job, _, output = spec.partition(":")
+    job, output = job.strip(), (output.strip() or "micrographs")
+    if not re.fullmatch(r"J\d+", job) or not re.fullmatch(r"[A-Za-z][0-9A-Za-z_]*", output):
+        raise InputError(None, f"--input {spec!r}: expected JOB[:OUTPUT], e.g. J12 or J12:micrographs")
+    return job, output
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Everything one ``cryosr-cryosparc`` run needs (units in names).
+
+    Attributes
+    ----------
+    url : str | None
+        CryoSPARC web URL (``http://host:39000``); None: ``CRYOSPARC_BASE_URL`` or host/port env.
+    email : str | None
+        Account email; the password comes from ``CRYOSPARC_PASSWORD`` or a saved login session.
+    password : str | None
+        From the environment only (never a command-line option).
+    project_uid, workspace_uid : str
+        Where the external job is created.
+    input_job_uid, input_output : str
+        Source job and output (``J12``, ``micrographs``).
+    title : str
+        External job title.
+    resume_job_uid : str | None
+        Existing cryosr external job to continue (exposures it saved already are skipped).
+    method : str
+        Super-resolution method of the core engine.
+    source : str
+        ``movie`` (multi-frame SR from the movies) or ``micrograph`` (interpolate the micrographs).
+    use_motion : bool
+        Use CryoSPARC's rigid trajectories when present (else the core estimates shifts).
+    device : str
+        ``auto``/``cpu``/``cuda:N``.
+    transfer : str
+        ``direct`` (read/write the project directory), ``upload`` (HTTP), ``auto`` (direct when the
+        project directory is reachable from here).
+    project_dir : Path | None
+        Where the project directory is mounted here, when not at the server's path.
+    scratch_dir : Path | None
+        Local folder for downloads/uploads in ``upload`` mode (default: a temporary folder).
+    limit : int | None
+        Process only the first N exposures (tests, trials).
+    """
+
+    project_uid: str
+    workspace_uid: str
+    input_job_uid: str
+    input_output: str = "micrographs"
+    url: str | None = None
+    email: str | None = None
+    password: str | None = None
+    title: str = "cryosr 2x"
+    resume_job_uid: str | None = None
+    method: str = DEFAULT_METHOD
+    source: str = "movie"
+    use_motion: bool = True
+    device: str = "auto"
+    transfer: str = "auto"
+    project_dir: Path | None = None
+    scratch_dir: Path | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        for opt, value, prefix in (
+            ("--project", self.project_uid, "P"),
+            ("--workspace", self.workspace_uid, "W"),
+            ("--resume", self.resume_job_uid, "J"),
+        ):
+            if value is not None and not (_UID.fullmatch(value) and value[0] == prefix):
+                raise InputError(None, f"{opt} {value!r}: expected {prefix}<number>")
+        if self.transfer not in TRANSFERS:
+            raise InputError(None, f"--transfer {self.transfer!r}: use one of {', '.join(TRANSFERS)}")
+        if self.source not in ("movie", "micrograph"):
+            raise InputError(None, f"--source {self.source!r}: use movie or micrograph")
+        if self.method not in known_methods():
+            raise InputError(None, f"--method {self.method!r}: use one of {', '.join(known_methods())}")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(None, f"--limit {self.limit}: must be at least 1")
+        if self.url is not None and not re.match(r"^https?://", self.url):
+            raise InputError(None, f"--url {self.url!r}: give the scheme, e.g. http://{self.url}")
+
+
+def known_methods() -> tuple[str, ...]:
+    """Methods the core engine dispatches (its baselines plus any registered in ``engine.METHODS``)."""
+    return tuple(dict.fromkeys([*engine.BASELINES, *getattr(engine, "METHODS", ())]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cryosr-cryosparc`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="cryosr-cryosparc",
+        description="Run cryosr 2x super-resolution on the exposures of a CryoSPARC job and save them "
+        "as the 'micrographs' output of a new External job (cryosparc-tools 5).",
+    )
+    con = p.add_argument_group("connection")
+    con.add_argument("--url", help="CryoSPARC URL, e.g. http://host:39000 (default: $CRYOSPARC_BASE_URL)")
+    con.add_argument(
+        "--email",
+        default=os.environ.get("CRYOSPARC_EMAIL"),
+        help="account email (password from $CRYOSPARC_PASSWORD; or use a saved 'python -m cryosparc.tools login')",
+    )
+    job = p.add_argument_group("job")
+    job.add_argument("--project", required=True, help="project uid, e.g. P3")
+    job.add_argument("--workspace", required=True, help="workspace uid, e.g. W1")
+    job.add_argument("--input", required=True, help="source JOB[:OUTPUT], e.g. J12 or J12:micrographs")
+    job.add_argument("--title", default="cryosr 2x", help="title of the new External job")
+    job.add_argument("--resume", metavar="JOB", help="continue an earlier cryosr External job (skip saved exposures)")
+    sr = p.add_argument_group("super-resolution")
+    sr.add_argument(
+        "--method", default=DEFAULT_METHOD, help=f"core method: {', '.join(known_methods())} (default {DEFAULT_METHOD})"
+    )
+    sr.add_argument(
+        "--source",
+        default="movie",
+        choices=("movie", "micrograph"),
+        help="use the movies (multi-frame) or the micrographs (interpolation only); default movie when present",
+    )
+    sr.add_argument("--no-motion", action="store_true", help="ignore CryoSPARC rigid trajectories; estimate shifts")
+    sr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    io = p.add_argument_group("files")
+    io.add_argument("--transfer", default="auto", choices=TRANSFERS, help="direct, upload or auto (default)")
+    io.add_argument("--project-dir", type=Path, help="local mount of the project directory, if not at the server path")
+    io.add_argument("--scratch-dir", type=Path, help="local folder for files moved over HTTP (default: temporary)")
+    io.add_argument("--limit", type=int, help="process only the first N exposures")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> PluginConfig:
+    """Build the frozen config from parsed arguments (validated in ``PluginConfig.__post_init__``)."""
+    job_uid, output = parse_input(ns.input)
+    return PluginConfig(
+        project_uid=ns.project,
+        workspace_uid=ns.workspace,
+        input_job_uid=job_uid,
+        input_output=output,
+        url=ns.url or os.environ.get("CRYOSPARC_BASE_URL"),
+        email=ns.email,
+        password=os.environ.get("CRYOSPARC_PASSWORD"),
+        title=ns.title,
+        resume_job_uid=ns.resume,
+        method=ns.method,
+        source=ns.source,
+        use_motion=not ns.no_motion,
+        device=ns.device,
+        transfer=ns.transfer,
+        project_dir=ns.project_dir,
+        scratch_dir=ns.scratch_dir,
+        limit=ns.limit,
+    )

@@ -1,0 +1,393 @@
+"""The cryosparc-tools orchestration: External job in, super-resolved ``micrographs`` output out.
+
+Order of work (every bad-input check happens before the first output file is written):
+
+1. find the project, workspace and source job/output (errors here create no job);
+2. create the External job (or reopen the one given with ``--resume``), add the ``exposures``
+   input with explicit slot dtypes, connect it, add the ``micrographs`` output (no passthrough);
+3. while the job is running (any exception, Ctrl-C included, marks it failed with the reason): load the exposures, validate
+   them (pixel sizes, doses, files), process each one through ``cryosr.core.superres.pipeline``,
+   writing into ``<project>/J<ext>/cryosr/`` directly or over HTTP, and save the output once, with
+   the rows of every micrograph completely written (a killed run registers nothing half-written;
+   its finished files are reused by ``--resume``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from cryosr.core.device import resolve_device
+from cryosr.core.errors import CryosrError, InputError
+from cryosr.core.io import read_micrograph
+from cryosr.core.superres.engine import SuperresConfig
+from cryosr.core.superres.pipeline import MovieTask, process_movie
+from cryosr.cryosparc_plugin.args import PluginConfig
+from cryosr.cryosparc_plugin.fields import (
+    ExposureSource,
+    SrMicrograph,
+    check_exposures,
+    exposure_sources,
+    fill_output,
+    input_slot_specs,
+    output_name,
+    output_slot_specs,
+    trajectory_to_shifts,
+)
+from cryosr.cryosparc_plugin.session import CryosparcError, connect, import_tools
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["INPUT_NAME", "OUTPUT_DIR", "OUTPUT_NAME", "RunSummary", "run"]
+
+INPUT_NAME = "exposures"
+OUTPUT_NAME = "micrographs"
+OUTPUT_DIR = "cryosr"
+
+
+@dataclass
+class RunSummary:
+    """What one run did (returned to ``main`` and logged).
+
+    Attributes
+    ----------
+    job_uid : str
+        The External job.
+    n_exposures : int
+        Exposures in the output.
+    n_processed, n_reused : int
+        Exposures computed now / taken from an earlier run (saved rows or finished files).
+    transfer : str
+        ``direct`` or ``upload``.
+    seconds : float
+        Wall time of the processing loop.
+    notes : list of str
+        Warnings (version mismatch, ...).
+    """
+
+    job_uid: str
+    n_exposures: int = 0
+    n_processed: int = 0
+    n_reused: int = 0
+    transfer: str = ""
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+
+def _api_error_text(exc: Exception) -> str:
+    data = getattr(exc, "data", None)
+    detail = data.get("detail") if isinstance(data, dict) else None
+    text = detail if isinstance(detail, str) else str(exc).splitlines()[0]
+    return f"HTTP {getattr(exc, 'code', '?')}: {text}"
+
+
+def _lookup(what: str, fn, *args):
+    import_tools()
+    from cryosparc.errors import APIError
+
+    try:
+        return fn(*args)
+    except APIError as exc:
+        raise CryosparcError(f"{what}: not found or not accessible ({_api_error_text(exc)})") from exc
+
+
+def _source_results(project, config: PluginConfig) -> list[tuple[str, str]]:
+    source = _lookup(f"job {config.project_uid}-{config.input_job_uid}", project.find_job, config.input_job_uid)
+    outputs = source.outputs
+    if config.input_output not in outputs:
+        names = ", ".join(sorted(outputs)) or "none"
+        raise InputError(
+            None, f"job {config.input_job_uid} has no output {config.input_output!r} (its outputs: {names})"
+        )
+    output = outputs[config.input_output]
+    if output.type != "exposure":
+        raise InputError(
+            None,
+            f"{config.input_job_uid}:{config.input_output} is a {output.type!r} output; "
+            "an exposure output (movies or micrographs) is needed",
+        )
+    return [(r.name, r.dtype) for r in output.results]
+
+
+def _open_job(project, config: PluginConfig, results: list[tuple[str, str]]):
+    """Create and wire the External job, or reopen and check the one to resume."""
+    in_slots = input_slot_specs(results)
+    out_slots = output_slot_specs(results)
+    if config.resume_job_uid:
+        job = _lookup(f"External job {config.resume_job_uid}", project.find_external_job, config.resume_job_uid)
+        conns = job.inputs.get(INPUT_NAME).connections if INPUT_NAME in job.inputs else []
+        if not any(c.job_uid == config.input_job_uid and c.output == config.input_output for c in conns):
+            raise InputError(
+                None,
+                f"--resume {job.uid}: its '{INPUT_NAME}' input is not connected to "
+                f"{config.input_job_uid}:{config.input_output}",
+            )
+        if OUTPUT_NAME not in job.outputs:
+            job.add_output("exposure", OUTPUT_NAME, slots=out_slots, title="cryosr super-resolved micrographs")
+        return job
+    job = project.create_external_job(
+        config.workspace_uid,
+        title=config.title,
+        desc=f"cryosr 2x super-resolution ({config.method}) of {config.input_job_uid}:{config.input_output}",
+    )
+    job.add_input("exposure", INPUT_NAME, min=1, max=1, slots=in_slots, title="Exposures to super-resolve")
+    job.connect(INPUT_NAME, config.input_job_uid, config.input_output)
+    job.add_output("exposure", OUTPUT_NAME, slots=out_slots, title="cryosr super-resolved micrographs")
+    return job
+
+
+def _saved_micrographs(job) -> dict[int, SrMicrograph]:
+    """Rows of the job's ``micrographs`` output saved by an earlier run, by uid."""
+    out = job.outputs.get(OUTPUT_NAME)
+    if out is None or not any(r.metafiles for r in out.results):
+        return {}
+    dset = job.load_output(OUTPUT_NAME)
+    return {
+        int(uid): SrMicrograph(
+            path=str(dset["micrograph_blob/path"][i]),
+            shape_yx=tuple(int(v) for v in dset["micrograph_blob/shape"][i]),
+            pixel_size_a=float(dset["micrograph_blob/psize_A"][i]),
+            vmin=float(dset["micrograph_blob/vmin"][i]),
+            vmax=float(dset["micrograph_blob/vmax"][i]),
+        )
+        for i, uid in enumerate(dset["uid"])
+        if str(dset["micrograph_blob/path"][i])
+    }
+
+
+class _Files:
+    """Where inputs are read and outputs written: the project directory itself, or HTTP + scratch."""
+
+    def __init__(self, project, job, config: PluginConfig, stack: ExitStack) -> None:
+        self.project, self.job = project, job
+        server_dir = Path(str(project.dir))
+        local = config.project_dir or server_dir
+        reachable = local.is_dir() and os.access(local, os.W_OK)
+        if config.transfer == "direct" and not reachable:
+            raise InputError(
+                local, "project directory not reachable from here (use --project-dir or --transfer upload)"
+            )
+        self.mode = "direct" if (config.transfer == "direct" or (config.transfer == "auto" and reachable)) else "upload"
+        self.project_dir = local
+        if config.scratch_dir is not None:
+            config.scratch_dir.mkdir(parents=True, exist_ok=True)
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=config.scratch_dir)))
+        else:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cryosr-cryosparc-")))
+        self.scratch = scratch
+        if self.mode == "direct":
+            (local / job.uid / OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+        else:
+            job.mkdir(OUTPUT_DIR, exist_ok=True)
+
+    def local(self, rel: str) -> Path:
+        """A direct-mode path (absolute dataset paths are used as they are)."""
+        p = PurePosixPath(rel)
+        return Path(p) if p.is_absolute() else self.project_dir / p
+
+    def check_inputs(self, sources: list[ExposureSource], use_motion: bool) -> None:
+        if self.mode != "direct":
+            return  # checked when downloaded (before that exposure's output exists)
+        for s in sources:
+            for rel in (s.path, s.gain_path, s.motion_path if use_motion else None):
+                if rel and not self.local(rel).is_file():
+                    raise InputError(self.local(rel), f"exposure {s.uid}: file listed in the input does not exist")
+
+    def fetch(self, rel: str | None) -> Path | None:
+        """Local copy of an input file (direct mode: the file itself)."""
+        if rel is None:
+            return None
+        if self.mode == "direct":
+            return self.local(rel)
+        target = self.scratch / "in" / PurePosixPath(rel).name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _lookup(f"{rel} (download)", self.project.download_file, rel, str(target))
+        return target
+
+    def out_path(self, name: str) -> Path:
+        if self.mode == "direct":
+            return self.project_dir / self.job.uid / OUTPUT_DIR / name
+        return self.scratch / "out" / name
+
+    def publish(self, local: Path, name: str) -> None:
+        """Upload a finished output (upload mode), then drop the local copy and the downloads."""
+        if self.mode == "direct":
+            return
+        with open(local, "rb") as fh:  # an open handle: cryosparc-tools leaves a path's file open
+            self.job.upload(f"{OUTPUT_DIR}/{name}", fh, overwrite=True)
+        local.unlink()
+        shutil.rmtree(self.scratch / "in", ignore_errors=True)
+
+
+def _shifts(files: _Files, s: ExposureSource, use_motion: bool) -> tuple | None:
+    if not (use_motion and s.kind == "movie" and s.motion_path):
+        return None
+    path = files.fetch(s.motion_path)
+    try:
+        traj = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"exposure {s.uid}: unreadable rigid_motion trajectory ({exc})") from exc
+    shifts = trajectory_to_shifts(
+        traj,
+        psize_a=s.motion_psize_a,
+        n_frames=s.n_frames,
+        frame_start=s.motion_frame_start,
+        frame_end=s.motion_frame_end,
+    )
+    if shifts is None:
+        logger.warning("%s: trajectory does not cover all %d frames; estimating shifts", s.path, s.n_frames)
+        return None
+    return tuple(tuple(float(v) for v in row) for row in shifts)
+
+
+def _display_range(image: torch.Tensor) -> tuple[float, float]:
+    flat = image.flatten().double()
+    if flat.numel() > 1_000_000:
+        flat = flat[:: flat.numel() // 1_000_000 + 1]
+    lo, hi = torch.quantile(flat, torch.tensor([0.01, 0.99], dtype=flat.dtype))
+    return float(lo), float(hi)
+
+
+def _preview_figure(before: torch.Tensor, after: torch.Tensor, px_before: float, px_after: float):
+    """Central crops of the same area before and after, side by side (matplotlib ``Figure``)."""
+    from matplotlib.figure import Figure
+
+    n = min(128, before.shape[-2], before.shape[-1])
+    cy, cx = before.shape[-2] // 2, before.shape[-1] // 2
+    crop_b = before[cy - n // 2 : cy - n // 2 + n, cx - n // 2 : cx - n // 2 + n]
+    crop_a = after[2 * (cy - n // 2) : 2 * (cy - n // 2 + n), 2 * (cx - n // 2) : 2 * (cx - n // 2 + n)]
+    fig = Figure(figsize=(8, 4))
+    for ax, img, title in zip(
+        fig.subplots(1, 2), (crop_b, crop_a), (f"input, {px_before:.3f} Å/px", f"cryosr 2x, {px_after:.3f} Å/px")
+    ):
+        ax.imshow(img.cpu().numpy(), cmap="gray")
+        ax.set_title(title)
+        ax.set_axis_off()
+    return fig
+
+
+def _process(job, project, config: PluginConfig, device: torch.device, summary: RunSummary) -> None:
+    inp = job.load_input(INPUT_NAME)
+    sources = exposure_sources(inp, prefer=config.source)
+    if config.limit is not None:
+        sources = sources[: config.limit]
+    px = check_exposures(sources)
+    saved = _saved_micrographs(job) if config.resume_job_uid else {}
+    todo = [s for s in sources if s.uid not in saved]
+    summary.n_reused = len(sources) - len(todo)
+    job.log(
+        f"cryosr: {len(sources)} exposures at {px:.4f} Å/px -> {px / 2:.4f} Å/px ({config.method}, "
+        f"from {sources[0].kind}s); {summary.n_reused} already saved, {len(todo)} to do; device {device}"
+    )
+    with ExitStack() as stack:
+        files = _Files(project, job, config, stack)
+        summary.transfer = files.mode
+        files.check_inputs(todo, config.use_motion)
+        written: dict[int, SrMicrograph] = {s.uid: saved[s.uid] for s in sources if s.uid in saved}
+        t0 = time.perf_counter()
+        plotted = False
+        for k, s in enumerate(todo):
+            name = output_name(s.uid, s.path)
+            out = files.out_path(name)
+            preview = files.scratch / "preview_lr.mrc" if not plotted and s.kind == "movie" else None
+            task = MovieTask(
+                movie_path=files.fetch(s.path),
+                out_path=out,
+                lr_sum_path=preview,
+                pixel_size_a=s.pixel_size_a,
+                dose_per_frame=s.dose_per_frame,
+                gain_path=files.fetch(s.gain_path),
+                gain_rotate=s.gain_rotate,
+                gain_flip=s.gain_flip,
+                shifts_yx_px=_shifts(files, s, config.use_motion),
+            )
+            record = process_movie(task, SuperresConfig(method=config.method, voltage_kv=s.voltage_kv), device=device)
+            mic = read_micrograph(out)
+            expected = (2 * s.shape_yx[0], 2 * s.shape_yx[1])
+            if tuple(mic.data.shape) != expected:
+                raise InputError(
+                    task.movie_path,
+                    f"exposure {s.uid}: output shape {tuple(mic.data.shape)}, expected {expected} "
+                    "(the file's shape does not match the dataset's)",
+                )
+            vmin, vmax = _display_range(mic.data)
+            if not plotted and not record.get("skipped"):
+                plotted = True
+                before = read_micrograph(preview).data if preview is not None else read_micrograph(task.movie_path).data
+                fig = _preview_figure(before, mic.data, s.pixel_size_a, s.pixel_size_a / 2)
+                job.log_plot(fig, f"{name}: input (left) and cryosr 2x (right), central crop", formats=["png"])
+            files.publish(out, name)
+            written[s.uid] = SrMicrograph(
+                path=f"{job.uid}/{OUTPUT_DIR}/{name}",
+                shape_yx=tuple(int(v) for v in mic.data.shape),
+                pixel_size_a=s.pixel_size_a / 2,
+                vmin=vmin,
+                vmax=vmax,
+            )
+            summary.n_processed += 0 if record.get("skipped") else 1
+            summary.n_reused += 1 if record.get("skipped") else 0
+            job.log(f"[{k + 1}/{len(todo)}] {name} ({'reused' if record.get('skipped') else 'done'})", name="progress")
+        summary.seconds = time.perf_counter() - t0
+    uids = [s.uid for s in sources]
+    rows = inp.query({"uid": uids}) if len(uids) != len(inp) else inp
+    out = job.alloc_output(OUTPUT_NAME, rows)
+    fill_output(out, rows, written)
+    job.save_output(OUTPUT_NAME, out)
+    summary.n_exposures = len(out)
+    job.log(
+        f"cryosr: saved {len(out)} micrographs to output '{OUTPUT_NAME}' ({summary.n_processed} computed, "
+        f"{summary.n_reused} reused) in {summary.seconds:.1f} s"
+    )
+
+
+def run(config: PluginConfig, *, cs=None) -> RunSummary:
+    """Run the whole adapter; return a summary. Raises ``CryosrError`` subclasses with one-line messages."""
+    device = resolve_device(config.device)
+    notes: list[str] = []
+    if cs is None:
+        cs, notes = connect(config.url, email=config.email, password=config.password)
+    project = _lookup(f"project {config.project_uid}", cs.find_project, config.project_uid)
+    _lookup(f"workspace {config.project_uid}-{config.workspace_uid}", project.find_workspace, config.workspace_uid)
+    results = _source_results(project, config)
+    job = _open_job(project, config, results)
+    summary = RunSummary(job_uid=job.uid, notes=notes)
+    logger.info("External job %s-%s", config.project_uid, job.uid)
+    with _running(job):
+        for note in notes:
+            job.log(note, level="warning")
+        _process(job, project, config, device, summary)
+    return summary
+
+
+@contextmanager
+def _running(job):
+    """Like ``job.run()`` (running, then completed or failed) with a one-line reason for the failure.
+
+    ``job.run()`` only catches ``Exception``: a Ctrl-C would mark the job *completed*. Here any
+    exception, ``KeyboardInterrupt`` included, marks it failed; a ``CryosrError`` is reported by
+    its one-line message, anything else by its traceback.
+    """
+    job.start("running")
+    try:
+        yield job
+    except CryosrError as exc:
+        job.log(f"cryosr failed: {exc}", level="error")
+        job.stop(error=f"cryosr: {exc}")
+        raise
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else traceback.format_exc()
+        job.stop(error=f"cryosr: {reason}")
+        raise
+    else:
+        job.stop()
