@@ -1,27 +1,41 @@
 """Entry point of the super-resolution engine: one movie in, one 2x micrograph out.
 
 This is the stable API the CLI and the RELION/CryoSPARC adapters call. Methods live in their own
-modules and are dispatched from ``METHODS``.
+modules (``drizzle``, ``wiener``, ``zssr``) and are dispatched from ``run_superres``.
+
+Intensity scale (all methods): the output is in counts per output (fine) pixel summed over the
+frames, i.e. the ordinary aligned LR sum / scale² at low frequencies.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import fourier_pad, upsample_bicubic, upsample_bilinear
-from cryosr.core.shifts import cross_correlation_shift, fourier_shift
+from cryosr.core.shifts import fourier_shift
+from cryosr.core.superres.align import estimate_shifts
+from cryosr.core.superres.drizzle import drizzle
+from cryosr.core.superres.wiener import wiener_unalias
+from cryosr.core.superres.zssr import ZssrConfig, ZssrNet, infer_zssr, min_frames, train_zssr
+from cryosr.core.tiling import TilingConfig, apply_tiled
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SuperresConfig", "SuperresResult", "run_superres"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "SuperresConfig", "SuperresResult", "estimate_shifts", "run_superres"]
 
 BASELINES = ("bicubic", "bilinear", "fourier")
+MULTI_FRAME = ("drizzle", "wiener", "zssr")
+METHODS = (*MULTI_FRAME, *BASELINES)
+#: The method that won ``benchmarks/bench_superres.py`` (see README, section superres).
+DEFAULT_METHOD = "wiener"
 
 
 @dataclass(frozen=True)
@@ -31,23 +45,53 @@ class SuperresConfig:
     Attributes
     ----------
     method : str
-        One of ``bicubic``, ``bilinear``, ``fourier`` (baselines) and the multi-frame methods.
+        ``wiener``, ``drizzle``, ``zssr`` (multi-frame) or ``bicubic``, ``bilinear``, ``fourier``
+        (upsampling of the aligned LR sum).
     scale : int
         Output pixels per input pixel; only 2 is supported.
     voltage_kv : float
         Acceleration voltage, for the exposure filter.
     pre_exposure : float
         Exposure before the first frame (e/Å²).
+    tile : int
+        LR tile edge for drizzle/wiener and fine-grid tile edge for the zssr network (0: no tiling).
+    iterations : int | None
+        zssr optimiser steps per movie (None: ``ZssrConfig`` default; fewer for fine-tuning).
+    init : str
+        zssr start weights: ``none`` or a path to a ``.pt`` state dict (``default`` = shipped weights).
+    shift_bfactor_a2 : float
+        B-factor of the low-pass used when estimating shifts.
+    seed : int
+        Seed for zssr training.
     """
 
-    method: str = "fourier"
+    method: str = DEFAULT_METHOD
     scale: int = 2
     voltage_kv: float = 300.0
     pre_exposure: float = 0.0
+    tile: int = 1024
+    iterations: int | None = None
+    init: str = "none"
+    shift_bfactor_a2: float = 500.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.scale != 2:
             raise InputError(None, f"--scale {self.scale}: only 2x super-resolution is supported")
+        if self.method not in METHODS:
+            raise InputError(None, f"unknown --method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.tile < 0 or (0 < self.tile < 64):
+            raise InputError(None, f"--tile {self.tile}: use 0 (off) or at least 64")
+        if self.iterations is not None and self.iterations < 0:
+            raise InputError(None, f"--iterations {self.iterations} must be >= 0")
+        if not (math.isfinite(self.voltage_kv) and self.voltage_kv > 0):
+            raise InputError(None, f"voltage {self.voltage_kv} kV is not valid")
+
+    def zssr_config(self) -> ZssrConfig:
+        """The network/training options implied by this run."""
+        if self.iterations is None:
+            return ZssrConfig(seed=self.seed)
+        return ZssrConfig(iterations=self.iterations, seed=self.seed)
 
 
 @dataclass
@@ -57,15 +101,17 @@ class SuperresResult:
     Attributes
     ----------
     image : torch.Tensor
-        `(h * scale, w * scale)` super-resolved micrograph.
+        `(h * scale, w * scale)` super-resolved micrograph (counts per output pixel, summed over frames).
     lr_sum : torch.Tensor
         `(h, w)` ordinary aligned dose-weighted sum at the input pixel.
     shifts_yx_px : torch.Tensor
         `(t, 2)` per-frame shifts used (input pixels; frame i content = reference moved by s_i).
     seconds : dict
-        Seconds per stage.
+        Seconds per stage (``align``, ``train``, ``reconstruct``).
     info : dict
         Method-specific numbers (training loss, ...), JSON-serialisable.
+    weights : dict | None
+        zssr state dict after training (for dataset mode), else None.
     """
 
     image: torch.Tensor
@@ -73,28 +119,31 @@ class SuperresResult:
     shifts_yx_px: torch.Tensor
     seconds: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    weights: dict | None = None
 
 
-def estimate_shifts(frames: torch.Tensor) -> torch.Tensor:
-    """Per-frame shifts against the frame sum, two rounds of cross-correlation.
+def default_weights_path() -> Path:
+    """Where the shipped pretrained zssr weights live (``core/data/zssr_default.pt``)."""
+    return Path(__file__).resolve().parents[1] / "data" / "zssr_default.pt"
 
-    Parameters
-    ----------
-    frames : torch.Tensor
-        `(t, h, w)` movie.
 
-    Returns
-    -------
-    shifts_yx_px : torch.Tensor
-        `(t, 2)` shifts, mean-free.
-    """
-    ref = frames.mean(0)
-    shifts = cross_correlation_shift(ref, frames)
-    for _ in range(2):
-        ref = fourier_shift(frames, -shifts).mean(0)
-        shifts = cross_correlation_shift(ref, frames)
-    return shifts - shifts.mean(0)
-
+def load_zssr_weights(init: str | Path, config: ZssrConfig) -> ZssrNet | None:
+    """A network initialised from ``init`` (``none`` -> None, ``default`` -> shipped file, else a path)."""
+    if str(init) == "none":
+        return None
+    path = default_weights_path() if str(init) == "default" else Path(init)
+    if not path.exists():
+        raise InputError(path, "zssr weights not found" + (" (no pretrained weights are shipped)" if str(init) == "default" else ""))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(path, f"not a readable weights file ({exc})") from exc
+    net = ZssrNet(config.n_groups, config.features, config.depth)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(path, "weights do not fit the zssr network") from exc
+    return net
 
 def run_superres(
     frames: torch.Tensor,
@@ -103,6 +152,7 @@ def run_superres(
     dose_per_frame: float,
     config: SuperresConfig = SuperresConfig(),
     shifts_yx_px: torch.Tensor | None = None,
+    weights: dict | None = None,
 ) -> SuperresResult:
     """Super-resolve one movie by ``config.scale``.
 
@@ -118,6 +168,9 @@ def run_superres(
         Method and options.
     shifts_yx_px : torch.Tensor | None
         `(t, 2)` known shifts (e.g. from RELION's motion STAR); estimated when None.
+    weights : dict | None
+        zssr start weights (a state dict, e.g. from a previous movie in dataset mode); overrides
+        ``config.init``.
 
     Returns
     -------
@@ -125,26 +178,107 @@ def run_superres(
     """
     if frames.ndim != 3:
         raise InputError(None, f"expected a (frames, y, x) movie, got shape {tuple(frames.shape)}")
+    t, h, w = frames.shape
+    if h % 2 or w % 2:
+        raise InputError(None, f"frame size {(h, w)} must be even")
+    if not torch.isfinite(frames).all():
+        raise InputError(None, "the movie contains NaN or infinite values")
+    if not (math.isfinite(pixel_size_a) and pixel_size_a > 0):
+        raise InputError(None, f"pixel size {pixel_size_a} Å is not valid")
+    if not (math.isfinite(dose_per_frame) and dose_per_frame > 0):
+        raise InputError(None, f"dose per frame {dose_per_frame} e/Å² is not valid")
     seconds: dict[str, float] = {}
+    info: dict = {"method": config.method}
     t0 = time.perf_counter()
     if shifts_yx_px is None:
-        shifts_yx_px = estimate_shifts(frames) if frames.shape[0] > 1 else frames.new_zeros(1, 2)
-    elif tuple(shifts_yx_px.shape) != (frames.shape[0], 2):
-        raise InputError(None, f"shifts for {shifts_yx_px.shape[0]} frames given for a movie of {frames.shape[0]}")
+        shifts_yx_px = (
+            estimate_shifts(frames, pixel_size_a=pixel_size_a, bfactor_a2=config.shift_bfactor_a2)
+            if t > 1
+            else frames.new_zeros(1, 2)
+        )
+        info["shifts"] = "estimated"
+    elif tuple(shifts_yx_px.shape) != (t, 2):
+        raise InputError(None, f"shifts for {shifts_yx_px.shape[0]} frames given for a movie of {t}")
+    else:
+        info["shifts"] = "given"
     shifts_yx_px = shifts_yx_px.to(frames.device, frames.dtype)
+    if not torch.isfinite(shifts_yx_px).all():
+        raise InputError(None, "shifts contain NaN or infinite values")
     seconds["align"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     aligned = fourier_shift(frames, -shifts_yx_px)
-    lr_sum = dose_weighted_sum(
-        aligned, dose_per_frame, pixel_size_a, pre_exposure=config.pre_exposure, voltage_kv=config.voltage_kv
-    )
-    if config.method == "bicubic":
-        image = upsample_bicubic(lr_sum, config.scale)
-    elif config.method == "bilinear":
-        image = upsample_bilinear(lr_sum, config.scale)
-    elif config.method == "fourier":
-        image = fourier_pad(lr_sum, config.scale)
+    acq = {"pre_exposure": config.pre_exposure, "voltage_kv": config.voltage_kv}
+    lr_sum = dose_weighted_sum(aligned, dose_per_frame, pixel_size_a, **acq)
+    del aligned
+    seconds["lr_sum"] = time.perf_counter() - t0
+    method = config.method
+    if t < 2 and method in MULTI_FRAME:
+        logger.warning("single frame: %s needs several frames; falling back to bicubic interpolation", method)
+        method = "bicubic"
+        info["method"] = method
+    scale2 = config.scale**2
+    weights_out = None
+    t0 = time.perf_counter()
+    if method == "bicubic":
+        image = upsample_bicubic(lr_sum, config.scale) / scale2
+    elif method == "bilinear":
+        image = upsample_bilinear(lr_sum, config.scale) / scale2
+    elif method == "fourier":
+        image = fourier_pad(lr_sum, config.scale) / scale2
+    elif method in ("drizzle", "wiener"):
+        image = _tiled_multiframe(method, frames, shifts_yx_px, pixel_size_a, dose_per_frame, config, info)
     else:
-        raise InputError(None, f"unknown --method {config.method!r}")
+        zcfg = config.zssr_config()
+        if t < min_frames(zcfg):
+            raise InputError(None, f"zssr needs at least {min_frames(zcfg)} frames for its training pairs, got {t}")
+        if weights is not None:
+            net = ZssrNet(zcfg.n_groups, zcfg.features, zcfg.depth)
+            net.load_state_dict(weights)
+            info["init"] = "given weights"
+        else:
+            net = load_zssr_weights(config.init, zcfg)
+            info["init"] = config.init
+        net, train_info = train_zssr(
+            frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, config=zcfg, net=net, **acq
+        )
+        seconds["train"] = time.perf_counter() - t0
+        info.update({f"train_{k}": v for k, v in train_info.items() if k != "seconds"})
+        t0 = time.perf_counter()
+        image = infer_zssr(
+            net, frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a,
+            n_groups=zcfg.n_groups, tile=config.tile * config.scale, **acq,
+        )
+        weights_out = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     seconds["reconstruct"] = time.perf_counter() - t0
-    return SuperresResult(image=image, lr_sum=lr_sum, shifts_yx_px=shifts_yx_px, seconds=seconds)
+    return SuperresResult(
+        image=image.to(frames.dtype), lr_sum=lr_sum, shifts_yx_px=shifts_yx_px, seconds=seconds, info=info,
+        weights=weights_out,
+    )
+
+
+def _tiled_multiframe(
+    method: str,
+    frames: torch.Tensor,
+    shifts_yx_px: torch.Tensor,
+    pixel_size_a: float,
+    dose_per_frame: float,
+    config: SuperresConfig,
+    info: dict,
+) -> torch.Tensor:
+    """Drizzle or Wiener, over LR tiles whose overlap exceeds the drift (periodic shifts wrap inside a tile)."""
+    acq = {"pre_exposure": config.pre_exposure, "voltage_kv": config.voltage_kv}
+
+    def reconstruct(tile: torch.Tensor) -> torch.Tensor:
+        if method == "drizzle":
+            return drizzle(tile, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, **acq)
+        image, tile_info = wiener_unalias(tile, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, **acq)
+        info.setdefault("wiener", tile_info)
+        return image
+
+    h, w = frames.shape[-2:]
+    if config.tile == 0 or (config.tile >= h and config.tile >= w):
+        return reconstruct(frames)
+    drift = float((shifts_yx_px - shifts_yx_px.mean(0)).abs().max()) if shifts_yx_px.numel() else 0.0
+    overlap = min(max(32, 2 * math.ceil(drift) + 16), config.tile // 2 - 1)
+    info["tiles"] = {"tile": config.tile, "overlap": overlap}
+    return apply_tiled(reconstruct, frames, TilingConfig(config.tile, overlap), scale=config.scale)

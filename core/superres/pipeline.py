@@ -18,7 +18,7 @@ from cryosr.core.superres.engine import SuperresConfig, run_superres
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MovieTask", "process_movie"]
+__all__ = ["MovieTask", "process_movie", "train_dataset"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,12 @@ class MovieTask:
 
 
 def process_movie(
-    task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False
+    task: MovieTask,
+    config: SuperresConfig,
+    *,
+    device: torch.device,
+    overwrite: bool = False,
+    weights: dict | None = None,
 ) -> dict:
     """Super-resolve one movie file and write its outputs.
 
@@ -70,6 +75,8 @@ def process_movie(
         Compute device.
     overwrite : bool
         Recompute even when the output exists (otherwise it is skipped: resumable runs).
+    weights : dict | None
+        zssr start weights (dataset mode).
 
     Returns
     -------
@@ -86,6 +93,8 @@ def process_movie(
     if pixel_size_a is None:
         raise InputError(task.movie_path, "pixel size missing from the header; give it explicitly")
     frames = movie.frames.to(device)
+    if not torch.isfinite(frames).all():
+        raise InputError(task.movie_path, "the movie contains NaN or infinite values")
     if movie.n_frames == 1:
         logger.warning(
             "%s has a single frame: only interpolation is possible; no information beyond the input "
@@ -99,9 +108,19 @@ def process_movie(
         shifts = torch.tensor(task.shifts_yx_px, dtype=frames.dtype, device=device)
         if tuple(shifts.shape) != (movie.n_frames, 2):
             raise InputError(task.movie_path, f"{shifts.shape[0]} shifts given for {movie.n_frames} frames")
-    result = run_superres(
-        frames, pixel_size_a=pixel_size_a, dose_per_frame=task.dose_per_frame or 1.0, config=config, shifts_yx_px=shifts
-    )
+    try:
+        result = run_superres(
+            frames,
+            pixel_size_a=pixel_size_a,
+            dose_per_frame=task.dose_per_frame or 1.0,
+            config=config,
+            shifts_yx_px=shifts,
+            weights=weights,
+        )
+    except InputError as exc:
+        if exc.path is None:
+            raise InputError(task.movie_path, exc.problem) from exc
+        raise
     seconds.update(result.seconds)
     t0 = time.perf_counter()
     out_px = pixel_size_a / config.scale
@@ -123,6 +142,53 @@ def process_movie(
         "info": result.info,
         "skipped": False,
     }
+
+
+def train_dataset(tasks: list[MovieTask], config: SuperresConfig, *, device: torch.device) -> tuple[dict, list[dict]]:
+    """Train the zssr network once over a few movies (each fine-tunes the previous weights).
+
+    Parameters
+    ----------
+    tasks : list[MovieTask]
+        The training movies (their outputs are not written).
+    config : SuperresConfig
+        Options; ``method`` must be ``zssr``.
+    device : torch.device
+        Compute device.
+
+    Returns
+    -------
+    weights : dict
+        State dict to start every movie's short fine-tune from.
+    records : list[dict]
+        Per training movie: seconds and losses.
+    """
+    if config.method != "zssr":
+        raise InputError(None, "--mode dataset needs --method zssr")
+    weights = None
+    records = []
+    for task in tasks:
+        movie = read_movie(task.movie_path, gain=task.gain_path, gain_rotate=task.gain_rotate, gain_flip=task.gain_flip)
+        pixel_size_a = task.pixel_size_a or movie.pixel_size_a
+        if pixel_size_a is None:
+            raise InputError(task.movie_path, "pixel size missing from the header; give it explicitly")
+        if task.dose_per_frame is None:
+            raise InputError(task.movie_path, "dose per frame is unknown; give it explicitly")
+        shifts = None if task.shifts_yx_px is None else torch.tensor(task.shifts_yx_px, dtype=torch.float32, device=device)
+        try:
+            result = run_superres(
+                movie.frames.to(device), pixel_size_a=pixel_size_a, dose_per_frame=task.dose_per_frame,
+                config=config, shifts_yx_px=shifts, weights=weights,
+            )
+        except InputError as exc:
+            if exc.path is None:
+                raise InputError(task.movie_path, exc.problem) from exc
+            raise
+        weights = result.weights
+        records.append({"movie": str(task.movie_path), "seconds": result.seconds, "info": result.info})
+    if weights is None:
+        raise InputError(None, "--mode dataset: no training movies")
+    return weights, records
 
 
 def read_single_micrograph_as_movie(path: Path) -> torch.Tensor:

@@ -1,0 +1,173 @@
+"""Super-resolution engine: multi-frame methods recover content outside the LR Fourier square."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cryosr.core.cli.main import main
+from cryosr.core.dose import cumulative_dose, dose_filter
+from cryosr.core.evaluate.frc import frc_band
+from cryosr.core.fourier import bin_sum
+from cryosr.core.io import read_micrograph, write_mrc
+from cryosr.core.shifts import fourier_shift
+from cryosr.core.superres.engine import SuperresConfig, run_superres
+from cryosr.core.superres.wiener import wiener_unalias
+from cryosr.core.superres.zssr import ZssrConfig, ZssrNet, _run_tiled, train_zssr
+
+PX_LR = 1.3
+DOSE = 1.0
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_movie(seed: int = 0, hr: int = 128, t: int = 12, mean: float = 5.0, noise: bool = False):
+    """A smooth random HR image, drifting by sub-pixel HR shifts, damaged per frame, 2x2-integrated."""
+    g = torch.Generator().manual_seed(seed)
+    k = torch.fft.fftfreq(hr)
+    filt = torch.exp(-(k[:, None] ** 2 + k[None] ** 2) / (2 * 0.2**2))
+    x = torch.fft.ifft2(torch.fft.fft2(torch.randn(hr, hr, generator=g)) * filt).real
+    x = mean + 0.4 * mean * x / x.std()
+    shifts_hr = torch.cumsum(torch.randn(t, 2, generator=g) * 0.6 + torch.tensor([0.8, 0.5]), 0)
+    q = dose_filter((hr, hr), cumulative_dose(t, DOSE), PX_LR / 2)
+    damaged = torch.fft.irfft2(torch.fft.rfft2(x.expand(t, hr, hr)) * q, s=(hr, hr))
+    frames = bin_sum(fourier_shift(damaged, shifts_hr))
+    if noise:
+        frames = torch.poisson(frames.clamp(min=0), generator=g)
+    return frames, shifts_hr / 2, x
+
+
+def bands(image: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    in_band = float(frc_band(image, truth, 0.5, 1.0, nyquist=0.25))
+    outside = float(frc_band(image, truth, 1.0, 1.5, nyquist=0.25, outside_square=True))
+    return in_band, outside
+
+
+def test_wiener_forward_model_is_exact_without_noise() -> None:
+    frames, shifts, truth = make_movie()
+    image, _ = wiener_unalias(
+        frames.double(), shifts.double(), dose_per_frame=DOSE, pixel_size_a=PX_LR, prior_scale=1e12
+    )
+    # exact except on the fine-grid Nyquist row/column, where the 2x2 box transfer is zero (unobservable)
+    spec = torch.fft.fft2(image / frames.shape[0] - truth.double())
+    n = truth.shape[0] // 2
+    spec[n, :] = 0
+    spec[:, n] = 0
+    error = torch.fft.ifft2(spec).real
+    assert float(error.std() / truth.std()) < 1e-4
+    assert min(bands(image, truth)) > 0.9999
+
+
+def test_multiframe_recovers_content_outside_lr_square() -> None:
+    frames, shifts, truth = make_movie()
+    out = {
+        m: run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, config=SuperresConfig(method=m), shifts_yx_px=shifts)
+        for m in ("bicubic", "drizzle", "wiener")
+    }
+    scores = {m: bands(r.image, truth) for m, r in out.items()}
+    assert scores["bicubic"][1] < 0.1
+    assert scores["drizzle"][1] > 0.6
+    assert scores["wiener"][1] > 0.9
+    assert scores["wiener"][0] >= scores["bicubic"][0]
+    # same intensity scale for every method: LR sum / 4 at low frequencies (mean)
+    lr_mean = float(out["bicubic"].lr_sum.mean())
+    for r in out.values():
+        assert float(r.image.mean()) == pytest.approx(lr_mean / 4, rel=1e-3)
+
+
+def test_wiener_beats_drizzle_under_noise() -> None:
+    frames, shifts, truth = make_movie(seed=3, noise=True)
+    kw = {"pixel_size_a": PX_LR, "dose_per_frame": DOSE, "shifts_yx_px": shifts}
+    bic = bands(run_superres(frames, config=SuperresConfig(method="bicubic"), **kw).image, truth)
+    dri = bands(run_superres(frames, config=SuperresConfig(method="drizzle"), **kw).image, truth)
+    wie = bands(run_superres(frames, config=SuperresConfig(method="wiener"), **kw).image, truth)
+    assert wie[1] > dri[1] - 0.01 and wie[1] > bic[1] + 0.3
+    assert wie[0] > bic[0]
+
+
+def test_zssr_training_reduces_loss_and_dataset_weights_are_reused() -> None:
+    frames, shifts, _ = make_movie(seed=1, hr=128, t=12, noise=True)
+    cfg = ZssrConfig(iterations=60, crop=32, batch=4, features=16, depth=3)
+    net, info = train_zssr(frames, shifts, dose_per_frame=DOSE, pixel_size_a=PX_LR, config=cfg)
+    assert info["loss_last"] < 0.9 * info["loss_first"]
+    # dataset mode: a movie started from given weights with 0 steps returns those weights unchanged
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    res = run_superres(
+        frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, shifts_yx_px=shifts,
+        config=SuperresConfig(method="zssr", iterations=0), weights=_default_shape_weights(weights),
+    )
+    assert res.info["init"] == "given weights"
+    for k, v in _default_shape_weights(weights).items():
+        assert torch.equal(res.weights[k], v)
+
+
+def _default_shape_weights(_: dict) -> dict:
+    torch.manual_seed(5)
+    net = ZssrNet()
+    for p in net.parameters():
+        p.data.normal_(0, 0.01)
+    return net.state_dict()
+
+
+def test_zssr_tiled_inference_equals_untiled() -> None:
+    torch.manual_seed(0)
+    net = ZssrNet(n_groups=2, features=8, depth=4).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.1)
+    x = torch.randn(1, 2, 96, 80)
+    with torch.no_grad():
+        full = net(x)
+        tiled = _run_tiled(net, x, 32)
+    torch.testing.assert_close(tiled, full, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs() -> None:
+    frames, shifts, _ = make_movie(t=4)
+    with pytest.raises(ValueError, match="NaN"):
+        bad = frames.clone()
+        bad[0, 0, 0] = float("nan")
+        run_superres(bad, pixel_size_a=PX_LR, dose_per_frame=DOSE)
+    with pytest.raises(ValueError, match="frames"):
+        run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, shifts_yx_px=shifts[:3])
+    with pytest.raises(ValueError, match="zssr needs at least"):
+        run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, config=SuperresConfig(method="zssr"))
+    with pytest.raises(ValueError, match="scale"):
+        SuperresConfig(scale=3)
+
+
+def test_cli_writes_half_pixel_json_and_resumes(tmp_path: Path) -> None:
+    frames, _, _ = make_movie(seed=2, hr=128, t=8, noise=True)
+    movie = write_mrc(tmp_path / "m1.mrcs", frames, PX_LR)
+    out = tmp_path / "sr"
+    args = ["superres", str(movie), "--out", str(out), "--dose-per-frame", "1.0", "--method", "wiener", "--device", "cpu"]
+    assert main(args) == 0
+    mic = read_micrograph(out / "m1.mrc")
+    assert mic.data.shape == (128, 128)
+    assert mic.pixel_size_a == pytest.approx(PX_LR / 2, abs=1e-4)
+    assert read_micrograph(out / "m1_lr_sum.mrc").pixel_size_a == pytest.approx(PX_LR, abs=1e-4)
+    record = json.loads((out / "superres.json").read_text())["movies"][0]
+    assert record["config"]["method"] == "wiener" and len(record["shifts_yx_px"]) == 8
+    mtime = (out / "m1.mrc").stat().st_mtime_ns
+    assert main(args) == 0  # resume: skipped, not rewritten
+    assert (out / "m1.mrc").stat().st_mtime_ns == mtime
+    assert json.loads((out / "superres.json").read_text())["movies"][0]["skipped"] is False
+
+
+def test_cli_bad_input_leaves_no_output(tmp_path: Path, capsys) -> None:
+    frames, _, _ = make_movie(t=4)
+    frames[1, 3, 3] = float("nan")
+    movie = write_mrc(tmp_path / "bad.mrcs", torch.nan_to_num(frames, nan=0.0), PX_LR)
+    out = tmp_path / "sr"
+    assert main(["superres", str(movie), "--out", str(out), "--device", "cpu"]) == 2  # no dose given
+    assert "dose" in capsys.readouterr().err
+    assert not (out / "bad.mrc").exists()
+    assert main(["superres", str(movie), "--out", str(out), "--dose-per-frame", "1", "--scale", "3"]) == 2
