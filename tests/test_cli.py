@@ -10,10 +10,9 @@ from cryosr.core.errors import InputError
 def test_help_lists_subcommands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    parser = build_parser()
-    shipped = [name for name in SUBCOMMANDS if name in parser.format_help()]
-    assert "simulate" in shipped or "superres" in shipped or "demo" in shipped
-    assert "COMMAND" in out
+    help_text = build_parser().format_help()
+    for name in SUBCOMMANDS:
+        assert name in help_text and name in out
 
 
 def test_version(capsys):
