@@ -1,0 +1,153 @@
+"""The frozen configuration of a simulation run (mirrors ``cryosr simulate`` options)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from cryosr.core.errors import InputError
+
+__all__ = ["LR_OPERATORS", "MOTION_MODELS", "SimulationConfig"]
+
+MOTION_MODELS = ("none", "drift", "relion-like")
+LR_OPERATORS = ("box", "fourier")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Every physical and numerical parameter of a synthetic movie (units in the names).
+
+    Attributes
+    ----------
+    size : int
+        LR movie size in pixels (square, even).
+    pixel_size_a : float
+        LR pixel size in Å; the HR truth is rendered at ``pixel_size_a / bin_factor``.
+    bin_factor : int
+        HR pixels per LR pixel along each axis (only 2 is supported).
+    frames : int
+        Frames per movie.
+    dose_per_frame : float
+        Exposure per frame in e/Å² (as calibrated over vacuum).
+    particles : int
+        Particles per micrograph (random, non-overlapping in projection).
+    defocus_min_a, defocus_max_a : float
+        Range of the mean defocus (Å, underfocus positive), drawn uniformly per movie.
+    astigmatism_a : float
+        Largest ``(DefocusU - DefocusV) / 2`` in Å; the astigmatism is drawn in ``[0, astigmatism_a]``.
+    voltage_kv, cs_mm, amp_contrast : float
+        Microscope optics.
+    ice_thickness_a : float
+        Thickness of the vitreous-ice slab in Å (solvent background and attenuation).
+    energy_filter : bool
+        Zero-loss energy filtering: inelastically scattered electrons are removed (fewer counts);
+        without it they reach the detector as a structureless background (counts conserved).
+    motion : str
+        ``none``, ``drift`` (constant velocity) or ``relion-like`` (fast early drift that slows).
+    drift_a_per_dose : float
+        Global drift speed in Å per e/Å² of exposure (RELION tutorial track: about 0.37).
+    jitter_a : float
+        Per-particle random-walk step (Å per frame, rms per axis) added on top of the drift.
+    lr_operator : str
+        ``box`` (2x2 pixel integration, a physically larger detector pixel) or ``fourier`` (crop).
+    mtf_frequencies, mtf_values : tuple[float, ...]
+        Detector MTF table (frequency in cycles per detector pixel, value); empty = perfect detector.
+    mtf_name : str
+        File name of the MTF (written to ``rlnMtfFileName``); empty if none.
+    b_factor_a2 : float | None
+        B-factor (Å²) for every atom; None uses the model's per-element mean B.
+    seed : int
+        Master seed; movie ``i`` uses an independent stream derived from ``(seed, i)``.
+    save_clean_frames : bool
+        Keep the noise-free per-frame frames (LR and HR expected counts).
+    """
+
+    size: int = 1024
+    pixel_size_a: float = 1.0
+    bin_factor: int = 2
+    frames: int = 40
+    dose_per_frame: float = 1.25
+    particles: int = 120
+    defocus_min_a: float = 8000.0
+    defocus_max_a: float = 25000.0
+    astigmatism_a: float = 200.0
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amp_contrast: float = 0.07
+    ice_thickness_a: float = 300.0
+    energy_filter: bool = False
+    motion: str = "relion-like"
+    drift_a_per_dose: float = 0.37
+    jitter_a: float = 0.05
+    lr_operator: str = "box"
+    mtf_frequencies: tuple[float, ...] = ()
+    mtf_values: tuple[float, ...] = ()
+    mtf_name: str = ""
+    b_factor_a2: float | None = None
+    seed: int = 0
+    save_clean_frames: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(problem: str) -> InputError:
+            return InputError(None, problem)
+
+        if self.size < 16 or self.size % 2:
+            raise bad(f"--size {self.size}: must be an even number of pixels >= 16")
+        if not self.pixel_size_a > 0:
+            raise bad(f"--pixel-size {self.pixel_size_a}: must be positive")
+        if self.bin_factor != 2:
+            raise bad(f"--bin {self.bin_factor}: only 2 is supported")
+        if self.frames < 1:
+            raise bad(f"--frames {self.frames}: must be >= 1")
+        if not self.dose_per_frame > 0:
+            raise bad(f"--dose-per-frame {self.dose_per_frame}: must be positive")
+        if self.particles < 0:
+            raise bad(f"--particles {self.particles}: must be >= 0")
+        if self.defocus_min_a <= 0 or self.defocus_max_a <= 0:
+            raise bad("--defocus: values must be positive (underfocus)")
+        if self.defocus_min_a > self.defocus_max_a:
+            raise bad(
+                f"--defocus {self.defocus_min_a / 1e4:g}:{self.defocus_max_a / 1e4:g}: "
+                "range is reversed (give MIN:MAX in µm)"
+            )
+        if self.astigmatism_a < 0 or self.astigmatism_a >= self.defocus_min_a:
+            raise bad(f"astigmatism {self.astigmatism_a} Å must be in [0, min defocus)")
+        if not self.voltage_kv > 0:
+            raise bad(f"--voltage {self.voltage_kv}: must be positive")
+        if self.cs_mm < 0:
+            raise bad(f"--cs {self.cs_mm}: must be >= 0")
+        if not 0 <= self.amp_contrast < 1:
+            raise bad(f"--amp-contrast {self.amp_contrast}: must be in [0, 1)")
+        if self.ice_thickness_a < 0:
+            raise bad(f"--ice-thickness {self.ice_thickness_a}: must be >= 0")
+        if self.motion not in MOTION_MODELS:
+            raise bad(f"--motion {self.motion!r}: choose one of {', '.join(MOTION_MODELS)}")
+        if self.drift_a_per_dose < 0 or self.jitter_a < 0:
+            raise bad("drift and jitter must be >= 0")
+        if self.lr_operator not in LR_OPERATORS:
+            raise bad(f"--lr-operator {self.lr_operator!r}: choose one of {', '.join(LR_OPERATORS)}")
+        if len(self.mtf_frequencies) != len(self.mtf_values):
+            raise bad("MTF table: frequencies and values differ in length")
+        if self.b_factor_a2 is not None and self.b_factor_a2 < 0:
+            raise bad(f"B-factor {self.b_factor_a2}: must be >= 0")
+
+    @property
+    def hr_size(self) -> int:
+        """HR grid size in pixels."""
+        return self.size * self.bin_factor
+
+    @property
+    def hr_pixel_size_a(self) -> float:
+        """HR pixel size in Å."""
+        return self.pixel_size_a / self.bin_factor
+
+    @property
+    def total_dose(self) -> float:
+        """Exposure of the whole movie in e/Å²."""
+        return self.frames * self.dose_per_frame
+
+    def to_dict(self) -> dict:
+        """Plain-JSON view of every field."""
+        d = asdict(self)
+        d["mtf_frequencies"] = list(self.mtf_frequencies)
+        d["mtf_values"] = list(self.mtf_values)
+        return d
