@@ -1,0 +1,314 @@
+"""Scaling: in-process loop vs a 2-worker Dask LocalCluster, retries, killed workers, bad inputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cryosr.core.errors import InputError
+from cryosr.core.io import atomic_path, read_micrograph, write_mrc
+from cryosr.core.scale.prefetch import Prefetcher, read_ahead
+from cryosr.core.scale.runner import (
+    ClusterConfig,
+    jobqueue_kwargs,
+    make_jobqueue_cluster,
+    remove_stale_temps,
+    run_movie_tasks,
+)
+from cryosr.core.shifts import fourier_shift
+from cryosr.core.superres.engine import SuperresConfig
+from cryosr.core.superres.pipeline import MovieTask, process_movie
+
+PIXEL_SIZE_A = 1.0
+N_FRAMES, SIZE = 8, 64
+CONFIG = SuperresConfig(method="fourier")
+
+# Dask logs (not warns) about restarted workers; these cover the warnings it can emit on teardown.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::RuntimeWarning:distributed"),
+    pytest.mark.filterwarnings("ignore::UserWarning:distributed"),
+    pytest.mark.filterwarnings("ignore:.*Port.*already in use:UserWarning"),
+]
+
+
+def true_shifts(index: int) -> torch.Tensor:
+    """Known drift of movie ``index``: a straight line, mean-free, `(t, 2)` pixels."""
+    t = torch.arange(N_FRAMES, dtype=torch.float32)
+    shifts = torch.stack([(0.4 + 0.1 * index) * t, (-0.3 + 0.05 * index) * t], dim=1)
+    return shifts - shifts.mean(0)
+
+
+def make_movie(path: Path, index: int) -> None:
+    """A smooth random specimen drifting by ``true_shifts(index)``, Poisson counts (~20/pixel/frame)."""
+    g = torch.Generator().manual_seed(1000 + index)
+    noise = torch.randn(SIZE, SIZE, generator=g)
+    ky = torch.fft.fftfreq(SIZE)[:, None]
+    kx = torch.fft.rfftfreq(SIZE)[None, :]
+    smooth = torch.fft.irfft2(torch.fft.rfft2(noise) * torch.exp(-(ky**2 + kx**2) / (2 * 0.06**2)), s=(SIZE, SIZE))
+    specimen = 20.0 * (1.0 + 0.5 * smooth / smooth.std())
+    clean = fourier_shift(specimen.expand(N_FRAMES, SIZE, SIZE), true_shifts(index)).clamp_min(0)
+    write_mrc(path, torch.poisson(clean, generator=g), PIXEL_SIZE_A)
+
+
+def make_tasks(movie_dir: Path, out_dir: Path, n: int) -> list[MovieTask]:
+    return [
+        MovieTask(
+            movie_path=movie_dir / f"movie_{i:04d}.mrcs",
+            out_path=out_dir / f"movie_{i:04d}_sr.mrc",
+            lr_sum_path=out_dir / f"movie_{i:04d}_sum.mrc",
+            dose_per_frame=1.0,
+        )
+        for i in range(n)
+    ]
+
+
+def faulty_process(task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False) -> dict:
+    """``process_movie`` with injected faults, chosen by ``task.extra['fault']``.
+
+    ``die_once``: on the first attempt, start writing the output, then kill the worker process
+    mid-write (``os._exit`` runs no cleanup, like SIGKILL or the OOM killer). ``always_fail``:
+    raise on every attempt (each attempt appends a line to ``task.extra['counter']``).
+    """
+    fault = task.extra.get("fault")
+    if fault == "die_once":
+        marker = Path(task.extra["marker"])
+        if not marker.exists():
+            marker.touch()
+            with atomic_path(task.out_path) as tmp:
+                tmp.write_bytes(b"\0" * 4096)  # half-written output
+                os._exit(1)
+    elif fault == "always_fail":
+        with open(task.extra["counter"], "a") as f:
+            f.write("attempt\n")
+        raise RuntimeError("injected failure")
+    return process_movie(task, config, device=device, overwrite=overwrite)
+
+
+@pytest.fixture(scope="module")
+def movie_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("movies")
+    for i in range(5):
+        make_movie(root / f"movie_{i:04d}.mrcs", i)
+    (root / "movie_0005.mrcs").write_bytes(b"this is not an MRC file")
+    return root
+
+
+@pytest.fixture(scope="module")
+def in_process_run(movie_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("inproc")
+    tasks = make_tasks(movie_dir, out, 3)
+    return tasks, run_movie_tasks(tasks, CONFIG, device_spec="cpu", workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def cluster_run(movie_dir, tmp_path_factory):
+    """One 2-worker LocalCluster run over 6 movies: 3 normal, 1 killed once, 1 always failing, 1 bad file."""
+    pytest.importorskip("distributed")
+    import cloudpickle
+
+    out = tmp_path_factory.mktemp("dask")
+    tasks = make_tasks(movie_dir, out, 3)
+    tasks.append(
+        MovieTask(
+            movie_path=movie_dir / "movie_0003.mrcs",
+            out_path=out / "movie_0003_sr.mrc",
+            dose_per_frame=1.0,
+            extra={"fault": "die_once", "marker": str(out / "die_once.marker")},
+        )
+    )
+    tasks.append(
+        MovieTask(
+            movie_path=movie_dir / "movie_0004.mrcs",
+            out_path=out / "movie_0004_sr.mrc",
+            dose_per_frame=1.0,
+            extra={"fault": "always_fail", "counter": str(out / "always_fail.count")},
+        )
+    )
+    tasks.append(MovieTask(movie_path=movie_dir / "movie_0005.mrcs", out_path=out / "movie_0005_sr.mrc"))
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)  # workers cannot import the test module
+    try:
+        records = run_movie_tasks(
+            tasks, CONFIG, device_spec="cpu", workers=2, retries=1, progress=False, process_fn=faulty_process
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+    return out, tasks, records
+
+
+def test_in_process_recovers_known_drift(in_process_run):
+    tasks, records = in_process_run
+    assert [r["movie"] for r in records] == [str(t.movie_path) for t in tasks]
+    for i, record in enumerate(records):
+        assert not record["skipped"]
+        estimated = torch.tensor(record["shifts_yx_px"])
+        assert torch.allclose(estimated, true_shifts(i), atol=0.15), (i, estimated, true_shifts(i))
+        assert set(record["seconds"]) >= {"read", "align", "reconstruct", "write"}
+        sr = read_micrograph(tasks[i].out_path)
+        assert sr.data.shape == (2 * SIZE, 2 * SIZE)
+        assert sr.pixel_size_a == pytest.approx(PIXEL_SIZE_A / 2)
+
+
+def test_dask_outputs_equal_in_process_outputs(cluster_run, in_process_run):
+    out, tasks, records = cluster_run
+    ref_tasks, ref_records = in_process_run
+    assert [r["movie"] for r in records] == [str(t.movie_path) for t in tasks]  # in task order
+    for task, ref_task, record, ref in zip(tasks[:3], ref_tasks, records[:3], ref_records, strict=True):
+        assert "error" not in record
+        assert np.allclose(record["shifts_yx_px"], ref["shifts_yx_px"], atol=1e-4)
+        for path, ref_path in ((task.out_path, ref_task.out_path), (task.lr_sum_path, ref_task.lr_sum_path)):
+            got, want = read_micrograph(path).data, read_micrograph(ref_path).data
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))
+
+
+def test_killed_worker_is_retried_without_partial_files(cluster_run):
+    out, tasks, records = cluster_run
+    record = records[3]
+    assert (out / "die_once.marker").exists()  # the first attempt really died mid-write
+    assert "error" not in record, record
+    assert torch.allclose(torch.tensor(record["shifts_yx_px"]), true_shifts(3), atol=0.15)
+    assert read_micrograph(tasks[3].out_path).data.shape == (2 * SIZE, 2 * SIZE)
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_movie_failing_twice_is_reported_and_others_complete(cluster_run):
+    out, tasks, records = cluster_run
+    failed = records[4]
+    assert failed["movie"] == str(tasks[4].movie_path)
+    assert "injected failure" in failed["error"]
+    assert failed["attempts"] == 2
+    assert (out / "always_fail.count").read_text().count("attempt") == 2
+    assert not tasks[4].out_path.exists()
+    assert all("error" not in r for r in records[:4])
+
+
+def test_bad_movie_is_reported_without_retry(cluster_run):
+    out, tasks, records = cluster_run
+    bad = records[5]
+    assert bad["attempts"] == 1
+    assert "movie_0005.mrcs" in bad["error"]
+    assert not tasks[5].out_path.exists()
+
+
+def test_second_run_resumes_and_skips_finished_movies(in_process_run):
+    tasks, _ = in_process_run
+    before = [t.out_path.stat().st_mtime_ns for t in tasks]
+    records = run_movie_tasks(tasks, CONFIG, device_spec="cpu", progress=False)
+    assert [r["skipped"] for r in records] == [True, True, True]
+    assert [t.out_path.stat().st_mtime_ns for t in tasks] == before
+
+
+calls: dict[str, int] = {}
+
+
+def flaky_in_process(task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False) -> dict:
+    """Fails the first ``task.extra['failures']`` calls for a movie, then runs ``process_movie``."""
+    key = str(task.movie_path)
+    calls[key] = calls.get(key, 0) + 1
+    if calls[key] <= task.extra.get("failures", 0):
+        with atomic_path(task.out_path) as tmp:
+            tmp.write_bytes(b"partial")
+            raise MemoryError("injected")
+    return process_movie(task, config, device=device, overwrite=overwrite)
+
+
+def test_in_process_retry_once_then_report(movie_dir, tmp_path):
+    calls.clear()
+    tasks = [
+        MovieTask(movie_dir / "movie_0000.mrcs", tmp_path / "a.mrc", dose_per_frame=1.0, extra={"failures": 1}),
+        MovieTask(movie_dir / "movie_0001.mrcs", tmp_path / "b.mrc", dose_per_frame=1.0, extra={"failures": 2}),
+        MovieTask(movie_dir / "movie_0002.mrcs", tmp_path / "c.mrc", dose_per_frame=1.0),
+    ]
+    records = run_movie_tasks(tasks, CONFIG, device_spec="cpu", progress=False, process_fn=flaky_in_process)
+    assert "error" not in records[0] and tasks[0].out_path.exists()
+    assert records[1]["attempts"] == 2 and "MemoryError" in records[1]["error"]
+    assert not tasks[1].out_path.exists()
+    assert "error" not in records[2] and tasks[2].out_path.exists()
+    assert calls == {str(t.movie_path): n for t, n in zip(tasks, (2, 2, 1))}
+    assert list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_remove_stale_temps_only_touches_this_movies_outputs(tmp_path):
+    task = MovieTask(tmp_path / "m.mrcs", tmp_path / "m_sr.mrc", lr_sum_path=tmp_path / "m_sum.mrc")
+    orphans = [tmp_path / ".m_sr.mrc.abc123.tmp", tmp_path / ".m_sum.mrc.x.tmp"]
+    keep = [tmp_path / ".other_sr.mrc.abc.tmp", tmp_path / "m_sr.mrc"]
+    for p in orphans + keep:
+        p.write_bytes(b"x")
+    assert sorted(remove_stale_temps(task)) == sorted(orphans)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in orphans)
+
+
+def test_bad_options_fail_before_any_work(movie_dir, tmp_path):
+    tasks = make_tasks(movie_dir, tmp_path, 2)
+    with pytest.raises(InputError, match="workers"):
+        run_movie_tasks(tasks, CONFIG, workers=0, progress=False)
+    with pytest.raises(InputError, match="not both"):
+        run_movie_tasks(tasks, CONFIG, scheduler="tcp://x:1", cluster=ClusterConfig("slurm"), progress=False)
+    clash = [tasks[0], MovieTask(tasks[1].movie_path, tasks[0].out_path)]
+    with pytest.raises(InputError, match="two movies"):
+        run_movie_tasks(clash, CONFIG, progress=False)
+    with pytest.raises(InputError, match="names one GPU"):
+        run_movie_tasks(tasks, CONFIG, device_spec="cuda:1", workers=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cluster_config_validation_and_jobqueue_kwargs():
+    slurm = jobqueue_kwargs(ClusterConfig("slurm", gpus_per_job=4, cores=32, memory="256GB", queue="gpu"))
+    assert slurm["job_extra_directives"] == ["--gres=gpu:4"]
+    assert (slurm["processes"], slurm["cores"], slurm["job_cpu"]) == (4, 4, 32)  # 1 thread per GPU worker
+    pbs = jobqueue_kwargs(ClusterConfig("pbs", gpus_per_job=2, cores=16, memory="64GB"))
+    assert pbs["resource_spec"] == "select=1:ncpus=16:mem=64GB:ngpus=2"
+    lsf = jobqueue_kwargs(ClusterConfig("lsf", gpus_per_job=0, cores=8))
+    assert (lsf["ncpus"], lsf["processes"], lsf["job_extra_directives"]) == (8, 1, [])
+    with pytest.raises(InputError, match="--cluster 'sge'"):
+        ClusterConfig("sge")
+    with pytest.raises(InputError, match="walltime"):
+        ClusterConfig("slurm", walltime="2h")
+
+
+def test_slurm_job_script_requests_gpus_and_one_worker_per_gpu():
+    pytest.importorskip("dask_jobqueue")
+    config = ClusterConfig(
+        "slurm", jobs=2, queue="gpu", walltime="04:00:00", cores=16, memory="128GB", gpus_per_job=2, account="cryo"
+    )
+    cluster = make_jobqueue_cluster(config)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH -p gpu", "#SBATCH -A cryo", "#SBATCH --cpus-per-task=16", "#SBATCH -t 04:00:00"):
+        assert line in script
+    assert "#SBATCH --gres=gpu:2" in script
+    assert "--nworkers 2" in script and "--nthreads 1" in script
+
+
+def test_missing_dask_jobqueue_gives_install_hint(movie_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # import fails as if not installed
+    with pytest.raises(InputError, match="pip install dask-jobqueue"):
+        run_movie_tasks(make_tasks(movie_dir, tmp_path, 1), CONFIG, cluster=ClusterConfig("slurm"), progress=False)
+
+
+def test_gpu_pinning_plugin_picks_one_gpu_per_worker():
+    from cryosr.core.scale.gpu_pinning import PinGPUPlugin, local_worker_index
+
+    assert [local_worker_index(n) for n in (0, 3, "SLURMCluster-2-1", "tcp://x")] == [0, 3, 1, 0]
+    assert [PinGPUPlugin(["4", "5"]).choose(i, None) for i in range(3)] == ["4", "5", "4"]
+    assert PinGPUPlugin().choose("SLURMCluster-0-1", "2,3") == "3"  # the job's own allocation
+    assert PinGPUPlugin().choose(0, None) is None
+
+
+def test_prefetcher_reads_whole_files(tmp_path):
+    data = np.random.default_rng(0).bytes(3 * 1024 * 1024 + 17)
+    (tmp_path / "m.mrcs").write_bytes(data)
+    (tmp_path / "gain.mrc").write_bytes(b"g" * 100)
+    assert read_ahead([tmp_path / "m.mrcs", tmp_path / "missing"]) == len(data)
+    p = Prefetcher()
+    p.start(MovieTask(tmp_path / "m.mrcs", tmp_path / "o.mrc", gain_path=tmp_path / "gain.mrc"))
+    p.wait()
+    assert p.n_bytes == len(data) + 100
