@@ -1,0 +1,161 @@
+"""Enhance (denoise, optionally 2x super-resolve) movies or micrographs with the spatio-temporal network.
+
+Each INPUT is a movie (.mrcs/.tif/.tiff, or an .mrc stack with more than one frame) or a single
+micrograph (.mrc with one frame). Movies are aligned (estimated shifts, or --shifts), split into the
+model's frame window and enhanced; a micrograph is enhanced as a one-frame window. Writes
+OUT/<stem>.mrc in counts of the whole exposure per output pixel, header pixel size = input / scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryosr.core.device import resolve_device
+from cryosr.core.enhance.checkpoint import load_checkpoint
+from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
+from cryosr.core.errors import InputError
+from cryosr.core.io import read_micrograph, read_movie, read_mrc_header, write_mrc
+from cryosr.core.io.motion_star import read_relion_motion
+from cryosr.core.io.movie import MOVIE_SUFFIXES
+
+logger = logging.getLogger(__name__)
+
+#: Warn when the input pixel size is this factor outside the training range.
+PIXEL_SIZE_TOLERANCE = 1.5
+
+
+@dataclass(frozen=True)
+class EnhanceJob:
+    """Everything one ``cryosr enhance`` run needs."""
+
+    inputs: tuple[Path, ...]
+    out_dir: Path
+    model: str
+    enhance: EnhanceConfig
+    gain: Path | None
+    gain_rotate: int
+    gain_flip: int
+    shifts: tuple[Path, ...]
+    pixel_size_a: float | None
+    device: str
+    overwrite: bool
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise InputError(None, "no INPUT given")
+        if self.shifts and len(self.shifts) != len(self.inputs):
+            raise InputError(None, f"--shifts needs one file per INPUT ({len(self.inputs)}), got {len(self.shifts)}")
+        if self.pixel_size_a is not None and not self.pixel_size_a > 0:
+            raise InputError(None, f"--pixel-size must be positive, got {self.pixel_size_a}")
+        stems = [p.stem for p in self.inputs]
+        if len(set(stems)) != len(stems):
+            raise InputError(None, "two INPUTs share a file stem; their outputs would collide")
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``enhance`` options."""
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="movies or micrographs")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--model", default="default", help="'default' (shipped weights) or a .pt from cryosr train")
+    parser.add_argument("--scale", type=int, default=1, choices=(1, 2), help="1: denoise; 2: denoise + 2x super-resolve")
+    parser.add_argument("--gain", type=Path, help="gain reference for movies (multiplied)")
+    parser.add_argument("--gain-rotate", type=int, default=0, choices=(0, 1, 2, 3), help="RELION gain rotation")
+    parser.add_argument("--gain-flip", type=int, default=0, choices=(0, 1, 2), help="RELION gain flip")
+    parser.add_argument("--shifts", nargs="+", type=Path, default=(), help="RELION motion STAR per INPUT (else estimated)")
+    parser.add_argument("--pixel-size", type=float, help="input pixel size in Å (default: from the header)")
+    parser.add_argument("--tile", type=int, default=512, help="tile edge in input pixels (0 = whole image)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _is_movie(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff", ".mrcs", ".st"):
+        return True
+    return read_mrc_header(path)["shape"][0] > 1
+
+
+def _check_pixel_size(path: Path, pixel_size_a: float, meta: dict) -> None:
+    rng = meta.get("training_pixel_size_a")
+    if not rng:
+        return
+    lo, hi = float(min(rng)), float(max(rng))
+    if pixel_size_a < lo / PIXEL_SIZE_TOLERANCE or pixel_size_a > hi * PIXEL_SIZE_TOLERANCE:
+        logger.warning(
+            "%s: pixel size %.3g Å is far outside the model's training range %.3g-%.3g Å; results may be poor",
+            path, pixel_size_a, lo, hi,
+        )
+
+
+def run(job: EnhanceJob) -> list[Path]:
+    """Validate every input, then enhance them one by one (each output written atomically)."""
+    device = resolve_device(job.device)
+    model, meta = load_checkpoint(job.model, device)
+    if job.enhance.scale not in model.config.scales:
+        raise InputError(job.model, f"model has no {job.enhance.scale}x head (trained for {list(model.config.scales)})")
+    plan = []
+    for i, path in enumerate(job.inputs):
+        if not path.is_file():
+            raise InputError(path, "no such file")
+        if path.suffix.lower() not in MOVIE_SUFFIXES:
+            raise InputError(path, f"unknown extension {path.suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
+        movie = _is_movie(path)
+        if movie and path.suffix.lower() in (".mrc", ".mrcs", ".st"):
+            n = read_mrc_header(path)["shape"][0]
+            if n < model.config.frames:
+                raise InputError(path, f"the model's window of {model.config.frames} frames is larger than the movie ({n} frames)")
+        out = job.out_dir / f"{path.stem}.mrc"
+        if out.exists() and not job.overwrite:
+            raise InputError(out, "exists already (pass --overwrite to replace it)")
+        shifts = read_relion_motion(job.shifts[i]).shifts_yx_px if job.shifts else None
+        if shifts is not None and not movie:
+            raise InputError(job.shifts[i], f"shifts given for {path.name}, which is a single micrograph")
+        plan.append((path, movie, shifts, out))
+    written = []
+    for path, movie, shifts, out in plan:
+        if movie:
+            mv = read_movie(path, gain=job.gain, gain_rotate=job.gain_rotate, gain_flip=job.gain_flip)
+            px = job.pixel_size_a or mv.pixel_size_a
+            frames = mv.frames.to(device)
+            if shifts is not None and shifts.shape[0] != frames.shape[0]:
+                raise InputError(path, f"{shifts.shape[0]} shifts for a movie of {frames.shape[0]} frames")
+            try:
+                result = enhance_movie(frames, model, job.enhance, shifts_yx_px=None if shifts is None else shifts.to(device))
+            except InputError as exc:
+                raise InputError(path, exc.problem) from exc
+        else:
+            mic = read_micrograph(path)
+            px = job.pixel_size_a or mic.pixel_size_a
+            try:
+                result = enhance_micrograph(mic.data.to(device), model, job.enhance)
+            except InputError as exc:
+                raise InputError(path, exc.problem) from exc
+        if not px:
+            raise InputError(path, "no pixel size in the header; pass --pixel-size")
+        _check_pixel_size(path, px, meta)
+        write_mrc(out, result.image, px / job.enhance.scale, overwrite=job.overwrite)
+        logger.info("%s -> %s (%.1f s)", path.name, out, sum(result.seconds.values()))
+        written.append(out)
+    return written
+
+
+def main(args: argparse.Namespace) -> int:
+    """Build the job from the arguments and run it."""
+    job = EnhanceJob(
+        inputs=tuple(args.inputs),
+        out_dir=args.out,
+        model=args.model,
+        enhance=EnhanceConfig(scale=args.scale, tile=args.tile),
+        gain=args.gain,
+        gain_rotate=args.gain_rotate,
+        gain_flip=args.gain_flip,
+        shifts=tuple(args.shifts),
+        pixel_size_a=args.pixel_size,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+    run(job)
+    return 0

@@ -1,0 +1,267 @@
+"""Training examples for the enhancement network: frame windows and clean targets, as patches.
+
+A ``TrainingMovie`` holds one movie already aligned (with the simulator's true shifts), grouped
+into the network's frame window and mean-normalised (see ``cryosr.core.enhance.infer``), plus
+its clean targets normalised to mean 1:
+
+- 1x target: the simulator's noise-free, motion-free, dose-weighted, CTF-modulated clean sum at
+  the HR pixel, **2x2 box-binned** to the LR pixel (``bin_sum / 4``), the same integration the
+  simulator's LR detector performs;
+- 2x target: the clean sum at the HR pixel itself.
+
+``sample_batch`` draws random patches with random 90-degree rotations and flips. With
+probability ``p_single`` a whole batch uses a one-frame window (the mean of the groups), so the
+same network also enhances single micrographs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from cryosr.core.enhance.infer import group_frames
+from cryosr.core.errors import InputError
+from cryosr.core.fourier import bin_sum
+from cryosr.core.io import read_micrograph, read_movie, read_star
+from cryosr.core.shifts import fourier_shift
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainingMovie", "load_sim_projects", "make_training_movie", "read_true_shifts", "sample_batch"]
+
+
+@dataclass
+class TrainingMovie:
+    """One movie ready for patch sampling.
+
+    Attributes
+    ----------
+    window : torch.Tensor
+        `(n, h, w)` normalised aligned frame groups.
+    target1 : torch.Tensor
+        `(h, w)` clean truth at the LR pixel, mean 1.
+    target2 : torch.Tensor | None
+        `(2h, 2w)` clean truth at the HR pixel, mean 1 (None when not needed).
+    pixel_size_a : float
+        LR pixel size in Å.
+    name : str
+        Where it came from (for logs).
+    """
+
+    window: torch.Tensor
+    target1: torch.Tensor
+    target2: torch.Tensor | None
+    pixel_size_a: float
+    name: str = ""
+
+
+def make_training_movie(
+    frames: torch.Tensor,
+    clean_hr: torch.Tensor,
+    *,
+    n_groups: int,
+    pixel_size_a: float,
+    shifts_yx_px: torch.Tensor | None = None,
+    keep_hr: bool = False,
+    name: str = "",
+) -> TrainingMovie:
+    """Align, group and normalise a simulated movie and its clean truth.
+
+    Parameters
+    ----------
+    frames : torch.Tensor
+        `(t, h, w)` LR movie in counts.
+    clean_hr : torch.Tensor
+        `(2h, 2w)` clean dose-weighted sum at the HR pixel (any positive scale).
+    n_groups : int
+        Network window length.
+    pixel_size_a : float
+        LR pixel size in Å.
+    shifts_yx_px : torch.Tensor | None
+        `(t, 2)` true shifts in LR pixels (frame i content = reference moved by s_i); None if the
+        movie has no motion.
+    keep_hr : bool
+        Keep the HR target (for training the 2x head).
+    name : str
+        Label for logs.
+
+    Returns
+    -------
+    movie : TrainingMovie
+    """
+    t, h, w = frames.shape
+    if tuple(clean_hr.shape) != (2 * h, 2 * w):
+        raise InputError(name or None, f"clean truth {tuple(clean_hr.shape)} is not twice the movie size {(h, w)}")
+    aligned = frames if shifts_yx_px is None else fourier_shift(frames, -shifts_yx_px.to(frames.dtype))
+    window, _ = group_frames(aligned, n_groups)
+    clean_hr = clean_hr.to(torch.float32)
+    target1 = bin_sum(clean_hr, 2) / 4
+    mean = float(target1.mean())
+    if not mean > 0:
+        raise InputError(name or None, "clean truth has a non-positive mean")
+    return TrainingMovie(
+        window=window.float(),
+        target1=target1 / mean,
+        target2=clean_hr / mean if keep_hr else None,
+        pixel_size_a=float(pixel_size_a),
+        name=name,
+    )
+
+
+def _augment(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def sample_batch(
+    movies: list[TrainingMovie],
+    *,
+    batch: int,
+    patch: int,
+    generator: torch.Generator,
+    scales: tuple[int, ...] = (1,),
+    p_single: float = 0.2,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Random patches from random movies.
+
+    Parameters
+    ----------
+    movies : list[TrainingMovie]
+        Sources (all with the same window length).
+    batch : int
+        Patches per batch.
+    patch : int
+        Patch edge in LR pixels.
+    generator : torch.Generator
+        CPU generator (seeded by the caller).
+    scales : tuple[int, ...]
+        Targets to return.
+    p_single : float
+        Probability that the batch uses a one-frame window.
+
+    Returns
+    -------
+    window : torch.Tensor
+        `(batch, n, patch, patch)` with ``n`` the window length or 1.
+    targets : dict[int, torch.Tensor]
+        Scale -> `(batch, patch * scale, patch * scale)`.
+    """
+    single = bool(torch.rand((), generator=generator) < p_single)
+    wins, tg = [], {s: [] for s in scales}
+    for _ in range(batch):
+        mv = movies[int(torch.randint(len(movies), (), generator=generator))]
+        n, h, w = mv.window.shape
+        if patch > min(h, w):
+            raise InputError(mv.name or None, f"--patch {patch} is larger than the movie ({h}x{w})")
+        y0 = int(torch.randint(h - patch + 1, (), generator=generator))
+        x0 = int(torch.randint(w - patch + 1, (), generator=generator))
+        k = int(torch.randint(4, (), generator=generator))
+        flip = bool(torch.randint(2, (), generator=generator))
+        win = mv.window[:, y0 : y0 + patch, x0 : x0 + patch]
+        if single:
+            win = win.mean(0, keepdim=True)
+        wins.append(_augment(win, k, flip))
+        for s in scales:
+            target = mv.target1 if s == 1 else mv.target2
+            if target is None:
+                raise InputError(mv.name or None, f"no {s}x target kept for this movie")
+            tg[s].append(_augment(target[y0 * s : (y0 + patch) * s, x0 * s : (x0 + patch) * s], k, flip))
+    return torch.stack(wins), {s: torch.stack(v) for s, v in tg.items()}
+
+
+#: Columns of the simulator's ``truth/<movie>_shifts.star`` holding the LR-pixel shifts (y, x).
+SHIFT_COLUMNS_PX = ("rlnMicrographShiftY", "rlnMicrographShiftX")
+
+
+def read_true_shifts(path: Path) -> torch.Tensor:
+    """The simulator's true per-frame shifts in LR pixels (cryosr convention: content moved by +s).
+
+    Parameters
+    ----------
+    path : Path
+        ``truth/<movie>_shifts.star``.
+
+    Returns
+    -------
+    shifts_yx_px : torch.Tensor
+        `(t, 2)` float32.
+    """
+    blocks = read_star(path)
+    for table in blocks.values():
+        if isinstance(table, pd.DataFrame) and all(c in table.columns for c in SHIFT_COLUMNS_PX):
+            return torch.tensor(table[list(SHIFT_COLUMNS_PX)].astype(float).to_numpy(), dtype=torch.float32)
+    raise InputError(path, f"no table with {', '.join(SHIFT_COLUMNS_PX)}")
+
+
+def load_sim_projects(
+    dirs: list[Path], *, n_groups: int, keep_hr: bool = False
+) -> tuple[list[TrainingMovie], list[dict]]:
+    """Read ``cryosr simulate`` projects as training movies.
+
+    Per movie ``Movies/<name>.mrcs`` (LR counts), ``truth/<name>_clean.mrc`` (clean dose-weighted
+    sum at the HR pixel) and ``truth/<name>_shifts.star`` (true shifts) are read; the project's
+    ``truth/simulation.json`` supplies the parameters recorded for provenance.
+
+    Parameters
+    ----------
+    dirs : list[Path]
+        Project folders.
+    n_groups : int
+        Network window length.
+    keep_hr : bool
+        Keep the HR targets (2x head).
+
+    Returns
+    -------
+    movies : list[TrainingMovie]
+    info : list[dict]
+        Per project: folder name, movie count and the simulation parameters that matter for
+        generalisation (pixel size, dose, defocus, ice, model).
+    """
+    movies: list[TrainingMovie] = []
+    info: list[dict] = []
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise InputError(d, "not a folder (expected a cryosr simulate project)")
+        sim_json = d / "truth" / "simulation.json"
+        if not sim_json.is_file():
+            raise InputError(d, "no truth/simulation.json: not a cryosr simulate project")
+        try:
+            params = json.loads(sim_json.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(sim_json, f"unreadable JSON ({exc.msg})") from exc
+        paths = sorted((d / "Movies").glob("*.mrcs"))
+        if not paths:
+            raise InputError(d, "no Movies/*.mrcs")
+        for path in paths:
+            clean = d / "truth" / f"{path.stem}_clean.mrc"
+            shifts_star = d / "truth" / f"{path.stem}_shifts.star"
+            for p in (clean, shifts_star):
+                if not p.is_file():
+                    raise InputError(p, "missing (needed for training)")
+            movie = read_movie(path)
+            shifts = read_true_shifts(shifts_star)
+            if shifts.shape[0] != movie.frames.shape[0]:
+                raise InputError(shifts_star, f"{shifts.shape[0]} shifts for {movie.frames.shape[0]} frames")
+            px = movie.pixel_size_a
+            if not px:
+                raise InputError(path, "no pixel size in the header")
+            movies.append(
+                make_training_movie(
+                    movie.frames, read_micrograph(clean).data, n_groups=n_groups, pixel_size_a=px,
+                    shifts_yx_px=shifts, keep_hr=keep_hr, name=str(path),
+                )
+            )
+        keys = ("pixel_size_a", "dose_per_frame", "frames", "defocus_min_a", "defocus_max_a", "ice_thickness_a",
+                "voltage_kv", "motion", "seed", "model")
+        flat = params.get("config", params) if isinstance(params, dict) else {}
+        summary = {k: flat[k] for k in keys if k in flat}
+        if "model" in params and "model" not in summary:
+            summary["model"] = params["model"]
+        info.append({"project": d.name, "movies": len(paths), **summary})
+    return movies, info

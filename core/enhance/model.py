@@ -1,0 +1,185 @@
+"""DST-Net-like spatio-temporal enhancement network (Chong et al., TCBB 2024, re-designed here).
+
+The paper's architecture is not public (methods note §2.2); this is our own small design with
+the three parts the abstract names:
+
+1. a per-frame **spatial encoder** (shared weights, residual conv blocks),
+2. a **temporal fusion** across the frame window: 3-D convolutions over (frames, y, x) followed by
+   attention weights per frame and position (softmax over frames), so any window length works,
+   a single micrograph (one frame) included,
+3. a **reconstructor** (residual blocks) with one head per output scale: 1x (denoised) and, when
+   configured, 2x with a sub-pixel (PixelShuffle) head.
+
+The network learns a residual on top of the mean of the input frames (bicubic-upsampled for 2x).
+Inputs are normalised frames (mean about 1, see ``cryosr.core.enhance.infer.normalise_window``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cryosr.core.errors import InputError
+
+__all__ = ["DSTNet", "EnhanceNetConfig"]
+
+
+@dataclass(frozen=True)
+class EnhanceNetConfig:
+    """Architecture of ``DSTNet``.
+
+    Attributes
+    ----------
+    frames : int
+        Window length the net is trained with (frame groups per movie).
+    channels : int
+        Feature channels throughout.
+    encoder_blocks : int
+        Residual blocks of the per-frame spatial encoder.
+    fusion_layers : int
+        3-D (frames x y x x) convolution layers of the temporal fusion.
+    reconstructor_blocks : int
+        Residual blocks of the reconstructor.
+    scales : tuple[int, ...]
+        Output heads present: 1 (denoise) and/or 2 (denoise + 2x super-resolution).
+    """
+
+    frames: int = 5
+    channels: int = 24
+    encoder_blocks: int = 2
+    fusion_layers: int = 1
+    reconstructor_blocks: int = 3
+    scales: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise InputError(None, f"--frames must be >= 1, got {self.frames}")
+        if self.channels < 4:
+            raise InputError(None, f"channels must be >= 4, got {self.channels}")
+        if min(self.encoder_blocks, self.fusion_layers, self.reconstructor_blocks) < 0:
+            raise InputError(None, "block counts must be >= 0")
+        scales = tuple(sorted({int(s) for s in self.scales}))
+        if not scales or any(s not in (1, 2) for s in scales):
+            raise InputError(None, f"--scale must be 1 and/or 2, got {self.scales}")
+        object.__setattr__(self, "scales", scales)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (lists instead of tuples)."""
+        d = asdict(self)
+        d["scales"] = list(self.scales)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EnhanceNetConfig:
+        """Inverse of ``to_dict``; unknown keys raise ``InputError``."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(None, f"unknown architecture keys {sorted(unknown)}")
+        d = dict(d)
+        if "scales" in d:
+            d["scales"] = tuple(d["scales"])
+        return cls(**d)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.leaky_relu(self.conv1(x), 0.1))
+
+
+class DSTNet(nn.Module):
+    """Spatial encoder -> temporal fusion -> reconstructor, residual over the frame mean.
+
+    Parameters
+    ----------
+    config : EnhanceNetConfig
+        Architecture.
+    """
+
+    def __init__(self, config: EnhanceNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        self.head = nn.Conv2d(1, c, 3, padding=1)
+        self.encoder = nn.Sequential(*[_ResBlock(c) for _ in range(config.encoder_blocks)])
+        self.fusion3d = nn.ModuleList(
+            [nn.Conv3d(c, c, (3, 3, 3), padding=(1, 1, 1)) for _ in range(config.fusion_layers)]
+        )
+        self.attention = nn.Conv2d(2 * c, 1, 3, padding=1)
+        self.merge = nn.Conv2d(2 * c, c, 1)
+        self.reconstructor = nn.Sequential(*[_ResBlock(c) for _ in range(config.reconstructor_blocks)])
+        self.out1 = nn.Conv2d(c, 1, 3, padding=1) if 1 in config.scales else None
+        self.out2 = (
+            nn.Sequential(nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(0.1), nn.Conv2d(c, 1, 3, padding=1))
+            if 2 in config.scales
+            else None
+        )
+        for head in (self.out1, self.out2):
+            if head is not None:  # start as the identity residual (output = frame mean)
+                last = head if isinstance(head, nn.Conv2d) else head[-1]
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+
+    def features(self, window: torch.Tensor) -> torch.Tensor:
+        """Fused features of a frame window.
+
+        Parameters
+        ----------
+        window : torch.Tensor
+            `(b, t, h, w)` normalised frames.
+
+        Returns
+        -------
+        fused : torch.Tensor
+            `(b, c, h, w)` reconstructor output features.
+        """
+        b, t, h, w = window.shape
+        x = (window - 1.0).reshape(b * t, 1, h, w)
+        f = self.encoder(F.leaky_relu(self.head(x), 0.1))
+        c = f.shape[1]
+        f = f.reshape(b, t, c, h, w)
+        if self.fusion3d:
+            g = f.permute(0, 2, 1, 3, 4)  # (b, c, t, h, w)
+            for conv in self.fusion3d:
+                g = g + F.leaky_relu(conv(g), 0.1)
+            f = g.permute(0, 2, 1, 3, 4)
+        mean = f.mean(1, keepdim=True).expand(-1, t, -1, -1, -1)
+        pair = torch.cat([f, mean], dim=2).reshape(b * t, 2 * c, h, w)
+        logits = self.attention(pair).reshape(b, t, 1, h, w)
+        fused = (torch.softmax(logits, dim=1) * f).sum(1)
+        fused = self.merge(torch.cat([fused, f.mean(1)], dim=1))
+        return self.reconstructor(F.leaky_relu(fused, 0.1))
+
+    def forward(self, window: torch.Tensor, scale: int = 1) -> torch.Tensor:
+        """Enhance a frame window.
+
+        Parameters
+        ----------
+        window : torch.Tensor
+            `(b, t, h, w)` normalised aligned frames (any ``t >= 1``).
+        scale : int
+            1 for the denoised image, 2 for the 2x super-resolved one (needs that head).
+
+        Returns
+        -------
+        out : torch.Tensor
+            `(b, h * scale, w * scale)` normalised enhanced image.
+        """
+        if window.ndim != 4:
+            raise InputError(None, f"expected a (batch, frames, y, x) window, got {tuple(window.shape)}")
+        base = window.mean(1, keepdim=True)
+        feats = self.features(window)
+        if scale == 1 and self.out1 is not None:
+            return (base + self.out1(feats))[:, 0]
+        if scale == 2 and self.out2 is not None:
+            up = F.interpolate(base, scale_factor=2, mode="bicubic", align_corners=False)
+            return (up + self.out2(feats))[:, 0]
+        raise InputError(None, f"this model has no {scale}x head (it was trained for scales {list(self.config.scales)})")

@@ -1,0 +1,175 @@
+"""Enhancement engine on synthetic tensors: losses, network, windows, tiling, training, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cryosr.core.enhance.checkpoint import FORMAT, default_model_path, load_checkpoint, save_checkpoint
+from cryosr.core.enhance.dataset import make_training_movie, sample_batch
+from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie, group_frames, run_network
+from cryosr.core.enhance.losses import focal_frequency_loss, psnr
+from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
+from cryosr.core.enhance.training import TrainConfig, train_enhancer
+from cryosr.core.errors import InputError
+from cryosr.core.fourier import bin_sum, upsample_bicubic
+from cryosr.core.shifts import fourier_shift
+
+TINY = EnhanceNetConfig(frames=4, channels=8, encoder_blocks=1, fusion_layers=1, reconstructor_blocks=1)
+
+
+def synthetic_movie(gen: torch.Generator, h: int = 48, t: int = 8, counts: float = 2.0):
+    """Smooth random specimen at 2x, drifting sub-pixel, box-binned to the LR pixel, Poisson counts."""
+    big = 2 * h
+    noise = torch.randn(big, big, generator=gen)
+    k2 = torch.fft.fftfreq(big)[:, None] ** 2 + torch.fft.fftfreq(big)[None] ** 2
+    smooth = torch.fft.ifft2(torch.fft.fft2(noise) * torch.exp(-k2 / (2 * 0.06**2))).real
+    clean_hr = 1 + 0.3 * smooth / smooth.std()
+    shifts = torch.cumsum(torch.randn(t, 2, generator=gen) * 0.4, 0)
+    expected = torch.stack([bin_sum(fourier_shift(clean_hr, 2 * s), 2) / 4 for s in shifts])
+    frames = torch.poisson(expected.clamp_min(0) * counts, generator=gen)
+    return frames, clean_hr, shifts
+
+
+def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+
+
+def test_focal_frequency_loss_known_value():
+    """A cosine error of amplitude a has two spectral peaks of weight 1: FFL = a^2 / 2 exactly."""
+    n, a = 32, 0.3
+    target = torch.rand(1, n, n, generator=torch.Generator().manual_seed(1))
+    x = torch.arange(n, dtype=torch.float32)
+    pred = target + a * torch.cos(2 * math.pi * 3 * x / n)[None, None, :]
+    assert float(focal_frequency_loss(target, target)) == 0.0
+    assert float(focal_frequency_loss(pred, target)) == pytest.approx(a**2 / 2, rel=1e-4)
+
+
+def test_psnr_known_value():
+    truth = torch.linspace(0, 1, 100).reshape(10, 10)
+    assert psnr(truth + 0.1, truth) == pytest.approx(20.0, abs=1e-5)
+
+
+def test_untrained_network_is_the_frame_mean():
+    """Zero-initialised output heads: 1x output = window mean, 2x output = its bicubic upsampling."""
+    model = DSTNet(EnhanceNetConfig(frames=3, channels=8, scales=(1, 2)))
+    window = 1 + 0.1 * torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(window, scale=1), window.mean(1))
+        torch.testing.assert_close(model(window, scale=2), upsample_bicubic(window.mean(1), 2))
+        # any window length works (a micrograph is a one-frame window)
+        torch.testing.assert_close(model(window[:, :1], scale=1), window[:, 0])
+    with pytest.raises(InputError, match="no 2x head"):
+        DSTNet(TINY)(window, scale=2)
+
+
+def test_group_frames_normalises_and_rejects_long_windows():
+    frames = torch.full((7, 8, 8), 5.0)
+    frames[:3] = 2.0
+    window, mean_counts = group_frames(frames, 3)  # groups of 3, 2, 2 frames
+    assert mean_counts == pytest.approx((3 * 2 + 4 * 5) / 7)
+    torch.testing.assert_close(window[:, 0, 0], torch.tensor([2.0, 5.0, 5.0]) / mean_counts)
+    with pytest.raises(InputError, match="larger than the movie"):
+        group_frames(frames, 8)
+    with pytest.raises(InputError, match="larger than the movie"):
+        enhance_movie(frames, DSTNet(EnhanceNetConfig(frames=9)))
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_tiled_equals_untiled(scale):
+    model = DSTNet(EnhanceNetConfig(frames=3, channels=8, scales=(1, 2)))
+    _randomise(model)
+    window = 1 + 0.2 * torch.randn(3, 70, 53, generator=torch.Generator().manual_seed(2))
+    whole = run_network(model, window, EnhanceConfig(scale=scale, tile=0))
+    tiled = run_network(model, window, EnhanceConfig(scale=scale, tile=24, margin=24))
+    assert whole.shape == (70 * scale, 53 * scale)
+    assert whole.std() > 0.05  # the random network does change the image
+    torch.testing.assert_close(tiled, whole, atol=2e-5, rtol=1e-5)
+
+
+def test_sample_batch_patches_match_targets():
+    """Without noise the normalised window equals the LR target, and sampling keeps them registered."""
+    gen = torch.Generator().manual_seed(3)
+    _, clean_hr, _ = synthetic_movie(gen, h=32)
+    lr = bin_sum(clean_hr, 2) / 4
+    frames = torch.stack([lr * 10] * 4)
+    mv = make_training_movie(frames, clean_hr, n_groups=2, pixel_size_a=1.0, keep_hr=True)
+    win, tg = sample_batch([mv], batch=3, patch=16, generator=gen, scales=(1, 2), p_single=0.0)
+    assert win.shape == (3, 2, 16, 16) and tg[2].shape == (3, 32, 32)
+    torch.testing.assert_close(win[:, 0], tg[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bin_sum(tg[2], 2) / 4, tg[1], atol=1e-5, rtol=1e-5)
+
+
+def test_training_lowers_loss_and_beats_the_plain_sum(tmp_path):
+    gen = torch.Generator().manual_seed(4)
+    movies = []
+    for _ in range(3):
+        frames, clean_hr, shifts = synthetic_movie(gen)
+        movies.append(make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0, shifts_yx_px=shifts))
+    cfg = TrainConfig(epochs=2, steps_per_epoch=25, batch=4, patch=32, lr=2e-3)
+    result = train_enhancer(movies, TINY, cfg, progress=False)
+    assert result.fixed_loss_after < 0.8 * result.fixed_loss_before
+
+    frames, clean_hr, shifts = synthetic_movie(gen)  # held out
+    out = enhance_movie(frames, result.model, EnhanceConfig(tile=0), shifts_yx_px=shifts)
+    truth = bin_sum(clean_hr, 2) / 4
+    truth = truth / truth.mean()
+    # output is in counts of the whole exposure: same mean as the plain sum
+    assert float(out.image.mean()) == pytest.approx(float(out.plain_sum.mean()), rel=0.02)
+    gain_db = psnr(out.image / out.image.mean(), truth) - psnr(out.plain_sum / out.plain_sum.mean(), truth)
+    assert gain_db > 2.0
+
+    # checkpoint round trip, loadable with weights_only=True
+    path = save_checkpoint(tmp_path / "m.pt", result.model, {"note": "test"})
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["format"] == FORMAT and payload["config"]["frames"] == 4
+    model2, meta = load_checkpoint(path)
+    assert meta["note"] == "test" and meta["architecture"]["channels"] == 8
+    mic = out.plain_sum
+    torch.testing.assert_close(
+        enhance_micrograph(mic, model2).image, enhance_micrograph(mic, result.model).image
+    )
+    with pytest.raises(InputError, match="exists already"):
+        save_checkpoint(path, result.model, {})
+
+
+def test_bad_checkpoints_are_rejected(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable"):
+        load_checkpoint(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, foreign)
+    with pytest.raises(InputError, match="not a cryosr enhancement checkpoint"):
+        load_checkpoint(foreign)
+    # right format, weights of a different architecture
+    other = DSTNet(EnhanceNetConfig(frames=4, channels=12))
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"format": FORMAT, "config": TINY.to_dict(), "state_dict": other.state_dict()}, wrong)
+    with pytest.raises(InputError, match="do not match the DSTNet architecture"):
+        load_checkpoint(wrong)
+
+
+def test_micrograph_must_be_count_scaled():
+    with pytest.raises(InputError, match="positive intensity"):
+        enhance_micrograph(torch.randn(16, 16) - 5, DSTNet(TINY))
+
+
+def test_shipped_weights_load_with_weights_only():
+    path = default_model_path()
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["format"] == FORMAT
+    model, meta = load_checkpoint("default")
+    assert meta["command"].startswith("cryosr train")
+    assert path.stat().st_size < 5 * 2**20
+    # the shipped net is not the untrained identity
+    window = 1 + 0.3 * torch.randn(model.config.frames, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = run_network(model, window, EnhanceConfig(tile=0))
+    assert float((out - window.mean(0)).abs().mean()) > 1e-3

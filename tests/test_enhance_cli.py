@@ -1,0 +1,87 @@
+"""`cryosr enhance` in-process on tiny synthetic files: outputs, header pixel size, bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import mrcfile
+import pytest
+import torch
+
+from cryosr.core.cli.main import main
+from cryosr.core.enhance.checkpoint import load_checkpoint, save_checkpoint
+from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
+from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
+from cryosr.core.io import write_mrc
+
+
+@pytest.fixture()
+def files(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    model = DSTNet(EnhanceNetConfig(frames=3, channels=8, encoder_blocks=1, reconstructor_blocks=1, scales=(1, 2)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    pt = save_checkpoint(tmp_path / "m.pt", model, {"training_pixel_size_a": [1.0, 2.0]})
+    movie = torch.poisson(torch.full((6, 40, 36), 3.0), generator=gen)
+    write_mrc(tmp_path / "mov.mrcs", movie, 1.5)
+    write_mrc(tmp_path / "mic.mrc", movie.sum(0), 1.5)
+    return tmp_path, pt, movie
+
+
+def test_enhance_cli_writes_movie_and_micrograph_outputs(files):
+    tmp, pt, movie = files
+    out = tmp / "out"
+    args = ["enhance", str(tmp / "mov.mrcs"), str(tmp / "mic.mrc"), "--out", str(out), "--model", str(pt)]
+    assert main([*args, "--scale", "2", "--device", "cpu", "--tile", "16"]) == 0
+    model, _ = load_checkpoint(pt)
+    cfg = EnhanceConfig(scale=2, tile=0)
+    with mrcfile.open(out / "mov.mrc") as m:
+        assert m.data.shape == (80, 72)
+        assert float(m.voxel_size.x) == pytest.approx(0.75)
+        expected = enhance_movie(movie, model, cfg).image
+        torch.testing.assert_close(torch.from_numpy(m.data.copy()), expected, atol=1e-3, rtol=1e-4)
+    with mrcfile.open(out / "mic.mrc") as m:
+        expected = enhance_micrograph(movie.sum(0), model, cfg).image
+        torch.testing.assert_close(torch.from_numpy(m.data.copy()), expected, atol=1e-3, rtol=1e-4)
+    # existing outputs are not replaced without --overwrite
+    assert main([*args, "--device", "cpu"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "nope.pt"], "model file not found"),
+        (["--frames-bad"], None),
+    ],
+)
+def test_enhance_cli_bad_model(files, extra, message, capsys):
+    tmp, _, _ = files
+    if message is None:
+        with pytest.raises(SystemExit):
+            main(["enhance", str(tmp / "mov.mrcs"), "--out", str(tmp / "o"), *extra])
+        return
+    assert main(["enhance", str(tmp / "mov.mrcs"), "--out", str(tmp / "o"), "--device", "cpu", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp / "o").exists()
+
+
+def test_enhance_cli_window_larger_than_movie_and_missing_head(files, capsys):
+    tmp, _, movie = files
+    model = DSTNet(EnhanceNetConfig(frames=8, channels=8))
+    pt = save_checkpoint(tmp / "long.pt", model, {})
+    base = ["enhance", str(tmp / "mic.mrc"), str(tmp / "mov.mrcs"), "--out", str(tmp / "o"), "--device", "cpu"]
+    assert main([*base, "--model", str(pt)]) == 2
+    assert "window of 8 frames is larger than the movie (6 frames)" in capsys.readouterr().err
+    assert main([*base, "--model", str(pt), "--scale", "2"]) == 2
+    assert "no 2x head" in capsys.readouterr().err
+    assert not (tmp / "o").exists()  # validated before anything was written
+
+
+def test_enhance_cli_warns_on_pixel_size_far_outside_training(files, caplog):
+    tmp, pt, _ = files
+    with caplog.at_level(logging.WARNING, logger="cryosr"):
+        code = main(["enhance", str(tmp / "mic.mrc"), "--out", str(tmp / "o"), "--model", str(pt),
+                     "--device", "cpu", "--pixel-size", "5.0"])
+    assert code == 0
+    assert "far outside the model's training range" in caplog.text
