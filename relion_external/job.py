@@ -241,8 +241,8 @@ class _Enhancer:
     """The enhancement network at 2x, loaded once (``--enhance yes``)."""
 
     def __init__(self, model: str, device: torch.device) -> None:
-        from cryosr.core.enhance.checkpoint import load_checkpoint
         from cryosr.core.enhance.infer import EnhanceConfig
+        from cryosr.core.io.checkpoint import load_checkpoint
 
         self.model, self.meta = load_checkpoint(None if model == "default" else model, device)
         if 2 not in self.model.config.scales:

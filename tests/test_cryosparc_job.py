@@ -204,9 +204,11 @@ def test_micrograph_input_is_interpolated_and_band_limited_exactly(project):
     assert "movie_blob" not in out.prefixes()
     sr = read_micrograph(fake.project_dir / out["micrograph_blob/path"][0]).data
     lr = read_micrograph(fake.project_dir / dset["micrograph_blob/path"][0]).data
-    # Fourier padding is undone exactly by Fourier cropping: nothing invented, nothing lost (up to
-    # the engine's intensity convention, counts per output pixel: a factor scale**2 = 4)
-    torch.testing.assert_close(fourier_crop(sr, 2) * 4, lr, atol=1e-4, rtol=1e-4)
+    # Fourier padding (then a half fine pixel shift that puts LR pixel centres at 2i + 0.5) is undone
+    # exactly by the inverse shift and Fourier cropping: nothing invented, nothing lost (up to the
+    # engine's intensity convention, counts per output pixel: a factor scale**2 = 4)
+    back = fourier_crop(fourier_shift(sr, sr.new_tensor([-0.5, -0.5])), 2) * 4
+    torch.testing.assert_close(back, lr, atol=1e-4, rtol=1e-4)
 
 
 def test_upload_mode_when_project_dir_is_remote(project, tmp_path):

@@ -7,14 +7,24 @@ import math
 import pytest
 import torch
 
-from cryosr.core.enhance.checkpoint import FORMAT, default_model_path, load_checkpoint, save_checkpoint
+from cryosr.core.dose import dose_weighted_sum
+from cryosr.core.enhance.checkpoint import FORMAT, default_model_path
 from cryosr.core.enhance.dataset import make_training_movie, sample_batch
-from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie, group_frames, run_network
-from cryosr.core.enhance.losses import focal_frequency_loss, psnr
+from cryosr.core.enhance.infer import (
+    EnhanceConfig,
+    enhance_micrograph,
+    enhance_movie,
+    estimate_dose_per_frame,
+    group_frames,
+    run_network,
+)
+from cryosr.core.enhance.losses import focal_frequency_loss
 from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
 from cryosr.core.enhance.training import TrainConfig, train_enhancer
 from cryosr.core.errors import InputError
+from cryosr.core.evaluate.metrics import psnr
 from cryosr.core.fourier import bin_sum, upsample_bicubic
+from cryosr.core.io.checkpoint import load_checkpoint, save_checkpoint
 from cryosr.core.shifts import fourier_shift
 
 TINY = EnhanceNetConfig(frames=4, channels=8, encoder_blocks=1, fusion_layers=1, reconstructor_blocks=1)
@@ -71,13 +81,48 @@ def test_untrained_network_is_the_frame_mean():
 def test_group_frames_normalises_and_rejects_long_windows():
     frames = torch.full((7, 8, 8), 5.0)
     frames[:3] = 2.0
-    window, mean_counts = group_frames(frames, 3)  # groups of 3, 2, 2 frames
+    window, mean_counts = group_frames(frames, 3)  # groups of 3, 2, 2 frames, each sum scaled by 3/7
     assert mean_counts == pytest.approx((3 * 2 + 4 * 5) / 7)
-    torch.testing.assert_close(window[:, 0, 0], torch.tensor([2.0, 5.0, 5.0]) / mean_counts)
+    torch.testing.assert_close(window[:, 0, 0], torch.tensor([18.0, 30.0, 30.0]) / 26)
+    torch.testing.assert_close(window.mean(0), frames.mean(0) / mean_counts)  # consistent with the sum
     with pytest.raises(InputError, match="larger than the movie"):
         group_frames(frames, 8)
     with pytest.raises(InputError, match="larger than the movie"):
         enhance_movie(frames, DSTNet(EnhanceNetConfig(frames=9)))
+
+
+def test_dose_weighted_groups_add_up_to_the_dose_weighted_sum():
+    """Groups are filtered per frame and normalised per movie, so their mean is dose_weighted_sum / t."""
+    gen = torch.Generator().manual_seed(5)
+    frames = torch.poisson(torch.full((10, 32, 40), 4.0), generator=gen)
+    window, mean_counts = group_frames(frames, 4, dose_per_frame=3.0, pixel_size_a=1.0)
+    dw = dose_weighted_sum(frames, 3.0, 1.0)
+    torch.testing.assert_close(window.mean(0), dw / 10 / mean_counts, atol=1e-5, rtol=1e-5)
+    # the early groups keep more high-frequency power than the late ones (less radiation damage)
+    hi = torch.fft.rfftfreq(40)[None].abs() + torch.fft.fftfreq(32)[:, None].abs() > 0.35
+    power = (torch.fft.rfft2(window).abs() ** 2)[:, hi].mean(1)
+    assert power[0] > 1.5 * power[-1]
+    # a vanishing dose is no weighting at all
+    plain, _ = group_frames(frames, 4)
+    torch.testing.assert_close(group_frames(frames, 4, dose_per_frame=1e-6, pixel_size_a=1.0)[0], plain,
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(InputError, match="dose weighting needs"):
+        group_frames(frames, 4, dose_per_frame=3.0)
+    # counting movie: counts per pixel per frame = dose x pixel area
+    assert estimate_dose_per_frame(8.67, 1.7) == pytest.approx(3.0, rel=1e-3)
+
+
+def test_dose_weighted_model_without_pixel_size_warns(caplog):
+    model = DSTNet(EnhanceNetConfig(frames=2, channels=8, dose_weighted=True))
+    frames = torch.poisson(torch.full((4, 16, 16), 4.0), generator=torch.Generator().manual_seed(6))
+    zero = torch.zeros(4, 2)
+    with caplog.at_level("WARNING", logger="cryosr"):
+        out = enhance_movie(frames, model, EnhanceConfig(tile=0), shifts_yx_px=zero)
+    assert "not dose-weighted" in caplog.text and out.info == {"dose_weighted": False}
+    out = enhance_movie(frames, model, EnhanceConfig(tile=0), shifts_yx_px=zero, pixel_size_a=1.0)
+    # untrained net = window mean = dose-weighted sum (dose estimated from the counts: 4 e/Å²)
+    assert out.info == {"dose_weighted": True, "dose_per_frame": pytest.approx(float(frames.mean()))}
+    torch.testing.assert_close(out.image, dose_weighted_sum(frames, float(frames.mean()), 1.0), atol=1e-3, rtol=1e-4)
 
 
 @pytest.mark.parametrize("scale", [1, 2])
@@ -111,7 +156,7 @@ def test_training_lowers_loss_and_beats_the_plain_sum(tmp_path):
     for _ in range(3):
         frames, clean_hr, shifts = synthetic_movie(gen)
         movies.append(make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0, shifts_yx_px=shifts))
-    cfg = TrainConfig(epochs=2, steps_per_epoch=25, batch=4, patch=32, lr=2e-3)
+    cfg = TrainConfig(epochs=2, steps_per_epoch=15, batch=2, patch=32, lr=2e-3)
     result = train_enhancer(movies, TINY, cfg, progress=False)
     assert result.fixed_loss_after < 0.8 * result.fixed_loss_before
 
@@ -155,6 +200,21 @@ def test_bad_checkpoints_are_rejected(tmp_path):
     torch.save({"format": FORMAT, "config": TINY.to_dict(), "state_dict": other.state_dict()}, wrong)
     with pytest.raises(InputError, match="do not match the DSTNet architecture"):
         load_checkpoint(wrong)
+    # a pickled object that is not plain data is refused by weights_only=True
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": FORMAT, "config": TINY, "state_dict": {}}, pickled)
+    with pytest.raises(InputError, match="not a readable"):
+        load_checkpoint(pickled)
+    # truncated copy of a good checkpoint
+    good = save_checkpoint(tmp_path / "good.pt", DSTNet(TINY), {})
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(InputError, match="cut.pt: not a readable"):
+        load_checkpoint(cut)
+    (tmp_path / "good.json").write_text("{broken")
+    with pytest.raises(InputError, match="good.json: unreadable JSON"):
+        load_checkpoint(good)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files left
 
 
 def test_micrograph_must_be_count_scaled():

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from cryosr.core.cli.main import main
-from cryosr.core.enhance.checkpoint import load_checkpoint, save_checkpoint
 from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
 from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
 from cryosr.core.io import write_mrc
+from cryosr.core.io.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture()

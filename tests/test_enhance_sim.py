@@ -10,7 +10,7 @@ import torch
 
 from cryosr.core.cli.main import main
 from cryosr.core.enhance.dataset import load_sim_projects, read_true_shifts
-from cryosr.core.enhance.losses import psnr
+from cryosr.core.evaluate.metrics import psnr
 from cryosr.core.fourier import bin_sum
 from cryosr.core.io import read_micrograph, read_movie
 from cryosr.core.shifts import fourier_shift
@@ -19,7 +19,7 @@ from cryosr.core.shifts import fourier_shift
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "p"
-    args = ["simulate", "--out", str(out), "--n-movies", "2", "--size", "96", "--frames", "8",
+    args = ["simulate", "--out", str(out), "--n-movies", "2", "--size", "64", "--frames", "6",
             "--dose-per-frame", "2.0", "--seed", "3", "--device", "cpu"]
     assert main(args) == 0
     return out
@@ -45,18 +45,20 @@ def test_training_movies_are_registered_to_the_truth(project):
 
 def test_train_then_enhance_beats_the_plain_sum(project, tmp_path):
     model = tmp_path / "m.pt"
-    args = ["train", "--data", str(project), "--out", str(model), "--epochs", "3", "--steps-per-epoch", "25",
-            "--batch", "4", "--patch", "32", "--frames", "4", "--channels", "8", "--lr", "0.003", "--device", "cpu"]
+    args = ["train", "--data", str(project), "--out", str(model), "--epochs", "2", "--steps-per-epoch", "15",
+            "--batch", "4", "--patch", "32", "--frames", "3", "--channels", "8", "--lr", "0.003", "--device", "cpu",
+            "--dose-weighted"]
     assert main(args) == 0
     meta = json.loads(model.with_suffix(".json").read_text())
     assert meta["fixed_batch_loss"]["after"] < 0.8 * meta["fixed_batch_loss"]["before"]
     assert meta["command"].startswith("cryosr train --data") and meta["training_pixel_size_a"] == [1.0, 1.0]
     payload = torch.load(model, map_location="cpu", weights_only=True)
-    assert payload["config"]["frames"] == 4
+    assert payload["config"]["frames"] == 3 and payload["config"]["dose_weighted"] is True
 
     out = tmp_path / "out"
     shifts = project / "truth" / "movie_0002_shifts.star"
     movie_path = project / "Movies" / "movie_0002.mrcs"
+    # dose per frame not given: estimated from the counts (the simulator's 2.0 e/Å²)
     assert main(["enhance", str(movie_path), "--out", str(out), "--model", str(model), "--device", "cpu",
                  "--shifts", str(shifts)]) == 0
     with mrcfile.open(out / "movie_0002.mrc") as m:

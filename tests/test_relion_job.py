@@ -132,7 +132,8 @@ def test_single_image_mode_is_fourier_interpolation(project, caplog):
     out = read_micrograph(f"{JOB}/Movies/day1/mov_00.mrc")
     assert out.pixel_size_a == pytest.approx(0.5)
     # engine convention: counts per output pixel, i.e. the LR image / scale² at low frequencies
-    assert torch.allclose(out.data, fourier_pad(src, 2) / 4, rtol=1e-5, atol=1e-4)
+    expected = fourier_shift(fourier_pad(src, 2), src.new_tensor([0.5, 0.5])) / 4  # LR pixel centres at 2i + 0.5
+    assert torch.allclose(out.data, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_markers_written_last(project, monkeypatch):
@@ -286,8 +287,8 @@ def test_help_lists_params(capsys):
 
 
 def test_enhance_uses_the_network_at_2x(project, tmp_path):
-    from cryosr.core.enhance.checkpoint import save_checkpoint
     from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
+    from cryosr.core.io.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     weights = save_checkpoint(tmp_path / "tiny.pt", DSTNet(EnhanceNetConfig(frames=2, channels=8, scales=(1, 2))), {})

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryosr.core.device import resolve_device
-from cryosr.core.enhance.checkpoint import load_checkpoint
 from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
 from cryosr.core.errors import InputError
 from cryosr.core.io import read_micrograph, read_movie, read_mrc_header, write_mrc
+from cryosr.core.io.checkpoint import load_checkpoint
 from cryosr.core.io.motion_star import read_relion_motion
 from cryosr.core.io.movie import MOVIE_SUFFIXES
 
@@ -40,6 +40,8 @@ class EnhanceJob:
     gain_flip: int
     shifts: tuple[Path, ...]
     pixel_size_a: float | None
+    dose_per_frame: float | None
+    voltage_kv: float
     device: str
     overwrite: bool
 
@@ -50,6 +52,10 @@ class EnhanceJob:
             raise InputError(None, f"--shifts needs one file per INPUT ({len(self.inputs)}), got {len(self.shifts)}")
         if self.pixel_size_a is not None and not self.pixel_size_a > 0:
             raise InputError(None, f"--pixel-size must be positive, got {self.pixel_size_a}")
+        if self.dose_per_frame is not None and not self.dose_per_frame > 0:
+            raise InputError(None, f"--dose-per-frame must be positive, got {self.dose_per_frame}")
+        if not self.voltage_kv > 0:
+            raise InputError(None, f"--voltage must be positive, got {self.voltage_kv}")
         stems = [p.stem for p in self.inputs]
         if len(set(stems)) != len(stems):
             raise InputError(None, "two INPUTs share a file stem; their outputs would collide")
@@ -66,6 +72,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gain-flip", type=int, default=0, choices=(0, 1, 2), help="RELION gain flip")
     parser.add_argument("--shifts", nargs="+", type=Path, default=(), help="RELION motion STAR per INPUT (else estimated)")
     parser.add_argument("--pixel-size", type=float, help="input pixel size in Å (default: from the header)")
+    parser.add_argument(
+        "--dose-per-frame", type=float,
+        help="e/Å² per frame, for models trained on dose-weighted windows (default: estimated from the counts)",
+    )
+    parser.add_argument("--voltage", type=float, default=300.0, help="kV (dose weighting)")
     parser.add_argument("--tile", type=int, default=512, help="tile edge in input pixels (0 = whole image)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -88,6 +99,13 @@ def _check_pixel_size(path: Path, pixel_size_a: float, meta: dict) -> None:
             "%s: pixel size %.3g Å is far outside the model's training range %.3g-%.3g Å; results may be poor",
             path, pixel_size_a, lo, hi,
         )
+
+
+def _pixel_size(path: Path, pixel_size_a: float | None, meta: dict) -> float:
+    if not pixel_size_a:
+        raise InputError(path, "no pixel size in the header; pass --pixel-size")
+    _check_pixel_size(path, pixel_size_a, meta)
+    return float(pixel_size_a)
 
 
 def run(job: EnhanceJob) -> list[Path]:
@@ -118,24 +136,24 @@ def run(job: EnhanceJob) -> list[Path]:
     for path, movie, shifts, out in plan:
         if movie:
             mv = read_movie(path, gain=job.gain, gain_rotate=job.gain_rotate, gain_flip=job.gain_flip)
-            px = job.pixel_size_a or mv.pixel_size_a
+            px = _pixel_size(path, job.pixel_size_a or mv.pixel_size_a, meta)
             frames = mv.frames.to(device)
             if shifts is not None and shifts.shape[0] != frames.shape[0]:
                 raise InputError(path, f"{shifts.shape[0]} shifts for a movie of {frames.shape[0]} frames")
             try:
-                result = enhance_movie(frames, model, job.enhance, shifts_yx_px=None if shifts is None else shifts.to(device))
+                result = enhance_movie(
+                    frames, model, job.enhance, shifts_yx_px=None if shifts is None else shifts.to(device),
+                    pixel_size_a=px, dose_per_frame=job.dose_per_frame, voltage_kv=job.voltage_kv,
+                )
             except InputError as exc:
                 raise InputError(path, exc.problem) from exc
         else:
             mic = read_micrograph(path)
-            px = job.pixel_size_a or mic.pixel_size_a
+            px = _pixel_size(path, job.pixel_size_a or mic.pixel_size_a, meta)
             try:
                 result = enhance_micrograph(mic.data.to(device), model, job.enhance)
             except InputError as exc:
                 raise InputError(path, exc.problem) from exc
-        if not px:
-            raise InputError(path, "no pixel size in the header; pass --pixel-size")
-        _check_pixel_size(path, px, meta)
         write_mrc(out, result.image, px / job.enhance.scale, overwrite=job.overwrite)
         logger.info("%s -> %s (%.1f s)", path.name, out, sum(result.seconds.values()))
         written.append(out)
@@ -154,6 +172,8 @@ def main(args: argparse.Namespace) -> int:
         gain_flip=args.gain_flip,
         shifts=tuple(args.shifts),
         pixel_size_a=args.pixel_size,
+        dose_per_frame=args.dose_per_frame,
+        voltage_kv=args.voltage,
         device=args.device,
         overwrite=args.overwrite,
     )

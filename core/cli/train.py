@@ -16,11 +16,11 @@ from pathlib import Path
 
 from cryosr.core import __version__
 from cryosr.core.device import resolve_device
-from cryosr.core.enhance.checkpoint import save_checkpoint
 from cryosr.core.enhance.dataset import load_sim_projects
 from cryosr.core.enhance.model import EnhanceNetConfig
 from cryosr.core.enhance.training import TrainConfig, train_enhancer
 from cryosr.core.errors import InputError
+from cryosr.core.io.checkpoint import save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, default=24, help="feature channels")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ffl-weight", type=float, default=0.1, help="weight of the focal frequency loss")
+    parser.add_argument("--p-single", type=float, default=0.2, help="fraction of one-frame (micrograph) batches")
+    parser.add_argument(
+        "--dose-weighted", action="store_true",
+        help="exposure-weight the frame groups so they add up to the dose-weighted sum (dose from simulation.json)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -46,15 +51,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def command_line(args: argparse.Namespace) -> str:
     """The canonical ``cryosr train ...`` command that reproduces this run."""
     parts = ["cryosr", "train", "--data", *map(str, args.data), "--out", str(args.out)]
-    for name in ("epochs", "steps_per_epoch", "batch", "patch", "frames", "channels", "lr", "ffl_weight", "seed"):
+    for name in ("epochs", "steps_per_epoch", "batch", "patch", "frames", "channels", "lr", "ffl_weight", "p_single",
+                 "seed"):
         parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     parts += ["--scale", *map(str, args.scale), "--device", args.device]
+    if args.dose_weighted:
+        parts.append("--dose-weighted")
     return shlex.join(parts)
 
 
 def main(args: argparse.Namespace) -> int:
     """Read the projects, train, write the checkpoint."""
-    net_config = EnhanceNetConfig(frames=args.frames, channels=args.channels, scales=tuple(args.scale))
+    net_config = EnhanceNetConfig(
+        frames=args.frames, channels=args.channels, scales=tuple(args.scale), dose_weighted=args.dose_weighted
+    )
     train_config = TrainConfig(
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
@@ -62,6 +72,7 @@ def main(args: argparse.Namespace) -> int:
         patch=args.patch,
         lr=args.lr,
         ffl_weight=args.ffl_weight,
+        p_single=args.p_single,
         seed=args.seed,
     )
     out = Path(args.out)
@@ -72,7 +83,9 @@ def main(args: argparse.Namespace) -> int:
             if p.exists():
                 raise InputError(p, "exists already (pass --overwrite to replace it)")
     device = resolve_device(args.device)
-    movies, data_info = load_sim_projects(args.data, n_groups=net_config.frames, keep_hr=2 in net_config.scales)
+    movies, data_info = load_sim_projects(
+        args.data, n_groups=net_config.frames, keep_hr=2 in net_config.scales, dose_weighted=net_config.dose_weighted
+    )
     logger.info("training on %d movies from %d projects", len(movies), len(args.data))
     result = train_enhancer(movies, net_config, train_config, device=device)
     pixel_sizes = [mv.pixel_size_a for mv in movies]

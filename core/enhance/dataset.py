@@ -68,6 +68,8 @@ def make_training_movie(
     pixel_size_a: float,
     shifts_yx_px: torch.Tensor | None = None,
     keep_hr: bool = False,
+    dose_per_frame: float | None = None,
+    voltage_kv: float = 300.0,
     name: str = "",
 ) -> TrainingMovie:
     """Align, group and normalise a simulated movie and its clean truth.
@@ -87,6 +89,10 @@ def make_training_movie(
         movie has no motion.
     keep_hr : bool
         Keep the HR target (for training the 2x head).
+    dose_per_frame : float | None
+        e/Å² per frame: build dose-weighted groups (``group_frames``); None: plain groups.
+    voltage_kv : float
+        Acceleration voltage (dose weighting).
     name : str
         Label for logs.
 
@@ -98,7 +104,9 @@ def make_training_movie(
     if tuple(clean_hr.shape) != (2 * h, 2 * w):
         raise InputError(name or None, f"clean truth {tuple(clean_hr.shape)} is not twice the movie size {(h, w)}")
     aligned = frames if shifts_yx_px is None else fourier_shift(frames, -shifts_yx_px.to(frames.dtype))
-    window, _ = group_frames(aligned, n_groups)
+    dose_kw = {} if dose_per_frame is None else {
+        "dose_per_frame": dose_per_frame, "pixel_size_a": pixel_size_a, "voltage_kv": voltage_kv}
+    window, _ = group_frames(aligned, n_groups, **dose_kw)
     clean_hr = clean_hr.to(torch.float32)
     target1 = bin_sum(clean_hr, 2) / 4
     mean = float(target1.mean())
@@ -199,7 +207,7 @@ def read_true_shifts(path: Path) -> torch.Tensor:
 
 
 def load_sim_projects(
-    dirs: list[Path], *, n_groups: int, keep_hr: bool = False
+    dirs: list[Path], *, n_groups: int, keep_hr: bool = False, dose_weighted: bool = False
 ) -> tuple[list[TrainingMovie], list[dict]]:
     """Read ``cryosr simulate`` projects as training movies.
 
@@ -215,6 +223,8 @@ def load_sim_projects(
         Network window length.
     keep_hr : bool
         Keep the HR targets (2x head).
+    dose_weighted : bool
+        Dose-weight the frame groups with the project's ``dose_per_frame`` and ``voltage_kv``.
 
     Returns
     -------
@@ -235,6 +245,12 @@ def load_sim_projects(
             params = json.loads(sim_json.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(sim_json, f"unreadable JSON ({exc.msg})") from exc
+        flat = params.get("config", params) if isinstance(params, dict) else {}
+        dose_kw = {}
+        if dose_weighted:
+            if "dose_per_frame" not in flat:
+                raise InputError(sim_json, "no dose_per_frame recorded (needed for dose-weighted windows)")
+            dose_kw = {"dose_per_frame": float(flat["dose_per_frame"]), "voltage_kv": float(flat.get("voltage_kv", 300.0))}
         paths = sorted((d / "Movies").glob("*.mrcs"))
         if not paths:
             raise InputError(d, "no Movies/*.mrcs")
@@ -254,12 +270,11 @@ def load_sim_projects(
             movies.append(
                 make_training_movie(
                     movie.frames, read_micrograph(clean).data, n_groups=n_groups, pixel_size_a=px,
-                    shifts_yx_px=shifts, keep_hr=keep_hr, name=str(path),
+                    shifts_yx_px=shifts, keep_hr=keep_hr, name=str(path), **dose_kw,
                 )
             )
         keys = ("pixel_size_a", "dose_per_frame", "frames", "defocus_min_a", "defocus_max_a", "ice_thickness_a",
                 "voltage_kv", "motion", "seed", "model")
-        flat = params.get("config", params) if isinstance(params, dict) else {}
         summary = {k: flat[k] for k in keys if k in flat}
         if "model" in params and "model" not in summary:
             summary["model"] = params["model"]

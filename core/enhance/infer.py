@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.enhance.model import DSTNet
 from cryosr.core.errors import InputError
 from cryosr.core.shifts import fourier_shift
@@ -31,6 +32,7 @@ __all__ = [
     "EnhanceResult",
     "enhance_micrograph",
     "enhance_movie",
+    "estimate_dose_per_frame",
     "group_frames",
     "normalise_micrograph",
     "run_network",
@@ -79,16 +81,34 @@ class EnhanceResult:
         `(t, 2)` shifts used to align the movie (None for a micrograph).
     seconds : dict
         Seconds per stage.
+    info : dict
+        How the input was prepared (dose weighting, estimated dose).
     """
 
     image: torch.Tensor
     plain_sum: torch.Tensor
     shifts_yx_px: torch.Tensor | None = None
     seconds: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
 
 
-def group_frames(aligned: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, float]:
-    """Split aligned frames into consecutive groups and mean-normalise them (the network window).
+def group_frames(
+    aligned: torch.Tensor,
+    n_groups: int,
+    *,
+    dose_per_frame: float | None = None,
+    pixel_size_a: float | None = None,
+    voltage_kv: float = 300.0,
+    pre_exposure: float = 0.0,
+) -> tuple[torch.Tensor, float]:
+    """Split aligned frames into consecutive groups, optionally dose-weighted, mean-normalised.
+
+    Group ``g`` is ``(n / t) * sum_{i in g} frame_i``, so the mean of the window is exactly the
+    per-frame mean of the movie. With ``dose_per_frame`` the frames are exposure-weighted like
+    ``cryosr.core.dose.dose_weighted_sum``: frame ``i`` is filtered by its attenuation ``q_i(k)``
+    and every group by the *movie's* normalisation ``sqrt(t / sum_i q_i(k)^2)``, so the groups add
+    up to the dose-weighted sum (the window mean is ``dose_weighted_sum / t``), and a one-frame
+    window built from their mean is exactly the dose-weighted sum.
 
     Parameters
     ----------
@@ -96,22 +116,56 @@ def group_frames(aligned: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, fl
         `(t, h, w)` aligned frames in counts.
     n_groups : int
         Window length; must not exceed ``t``.
+    dose_per_frame : float | None
+        e/Å² per frame; None: no exposure weighting.
+    pixel_size_a : float | None
+        Pixel size in Å (needed with ``dose_per_frame``).
+    voltage_kv, pre_exposure : float
+        As in ``dose_weighted_sum``.
 
     Returns
     -------
     window : torch.Tensor
-        `(n_groups, h, w)`: group means divided by the mean counts per pixel per frame.
+        `(n_groups, h, w)` groups divided by the mean counts per pixel per frame.
     mean_counts : float
         Mean counts per pixel per frame (the normalisation constant).
     """
-    t = aligned.shape[0]
+    t, h, w = aligned.shape
     if n_groups > t:
         raise InputError(None, f"the model's window of {n_groups} frames is larger than the movie ({t} frames)")
     mean_counts = float(aligned.mean())
     if not mean_counts > 0:
         raise InputError(None, f"movie mean is {mean_counts:g}: enhancement needs count-scaled (positive) frames")
-    groups = torch.stack([g.mean(0) for g in torch.tensor_split(aligned, n_groups, dim=0)])
-    return groups / mean_counts, mean_counts
+    bounds = [len(g) for g in torch.tensor_split(torch.arange(t), n_groups)]
+    if dose_per_frame is None:
+        groups = torch.stack([g.sum(0) for g in torch.split(aligned, bounds, dim=0)]) * (n_groups / t)
+        return groups / mean_counts, mean_counts
+    if not (dose_per_frame > 0 and pixel_size_a is not None and pixel_size_a > 0):
+        raise InputError(None, f"dose weighting needs a positive dose per frame and pixel size, got {dose_per_frame}, {pixel_size_a}")
+    real = torch.float64 if aligned.dtype == torch.float64 else torch.float32
+    dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=aligned.device)
+    q = dose_filter((h, w), dose, pixel_size_a, voltage_kv=voltage_kv).to(real)  # (t, h, w//2+1)
+    norm = torch.sqrt(t / (q**2).sum(0)) * (n_groups / t)
+    groups = []
+    start = 0
+    for size in bounds:
+        spec = (torch.fft.rfft2(aligned[start : start + size].to(real)) * q[start : start + size]).sum(0)
+        groups.append(torch.fft.irfft2(spec * norm, s=(h, w)).to(aligned.dtype))
+        start += size
+    return torch.stack(groups) / mean_counts, mean_counts
+
+
+def estimate_dose_per_frame(mean_counts: float, pixel_size_a: float) -> float:
+    """Exposure per frame (e/Å²) of a counting-mode movie: mean counts per pixel per frame / pixel area.
+
+    Parameters
+    ----------
+    mean_counts : float
+        Mean counts per pixel per frame (electrons for a gain-corrected counting movie).
+    pixel_size_a : float
+        Pixel size in Å.
+    """
+    return float(mean_counts) / float(pixel_size_a) ** 2
 
 
 def normalise_micrograph(image: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -181,6 +235,10 @@ def enhance_movie(
     config: EnhanceConfig = EnhanceConfig(),
     *,
     shifts_yx_px: torch.Tensor | None = None,
+    pixel_size_a: float | None = None,
+    dose_per_frame: float | None = None,
+    voltage_kv: float = 300.0,
+    pre_exposure: float = 0.0,
 ) -> EnhanceResult:
     """Align a movie, build the frame window and enhance it.
 
@@ -195,16 +253,27 @@ def enhance_movie(
     shifts_yx_px : torch.Tensor | None
         `(t, 2)` known shifts (frame i content = reference moved by s_i); estimated with
         ``cryosr.core.superres.engine.estimate_shifts`` when None.
+    pixel_size_a : float | None
+        Pixel size in Å; needed for a model trained on dose-weighted windows
+        (``model.config.dose_weighted``), otherwise unused.
+    dose_per_frame : float | None
+        e/Å² per frame for dose weighting; None: estimated from the counts
+        (``estimate_dose_per_frame``).
+    voltage_kv, pre_exposure : float
+        Acceleration voltage and exposure before the first frame, for dose weighting.
 
     Returns
     -------
     result : EnhanceResult
+        ``info`` says whether and with which dose the window was dose-weighted.
     """
     if frames.ndim != 3:
         raise InputError(None, f"expected a (frames, y, x) movie, got shape {tuple(frames.shape)}")
     t = frames.shape[0]
     if model.config.frames > t:
         raise InputError(None, f"the model's window of {model.config.frames} frames is larger than the movie ({t} frames)")
+    if dose_per_frame is not None and not dose_per_frame > 0:
+        raise InputError(None, f"--dose-per-frame must be positive, got {dose_per_frame}")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if shifts_yx_px is None:
@@ -215,11 +284,23 @@ def enhance_movie(
     aligned = fourier_shift(frames, -shifts_yx_px)
     seconds["align"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    window, mean_counts = group_frames(aligned, model.config.frames)
+    info: dict = {"dose_weighted": False}
+    dose_kw: dict = {}
+    if model.config.dose_weighted:
+        if pixel_size_a is None:
+            logger.warning("no pixel size given: the frame window is not dose-weighted (the model expects it)")
+        else:
+            if dose_per_frame is None:
+                dose_per_frame = estimate_dose_per_frame(float(aligned.mean()), pixel_size_a)
+                logger.info("dose per frame estimated from the counts: %.3g e/Å²", dose_per_frame)
+            dose_kw = {"dose_per_frame": dose_per_frame, "pixel_size_a": pixel_size_a,
+                       "voltage_kv": voltage_kv, "pre_exposure": pre_exposure}  # fmt: skip
+            info = {"dose_weighted": True, "dose_per_frame": float(dose_per_frame)}
+    window, mean_counts = group_frames(aligned, model.config.frames, **dose_kw)
     out = run_network(model, window, config)
     seconds["network"] = time.perf_counter() - t0
     image = out * (mean_counts * t / config.scale**2)
-    return EnhanceResult(image=image, plain_sum=aligned.sum(0), shifts_yx_px=shifts_yx_px, seconds=seconds)
+    return EnhanceResult(image=image, plain_sum=aligned.sum(0), shifts_yx_px=shifts_yx_px, seconds=seconds, info=info)
 
 
 def enhance_micrograph(image: torch.Tensor, model: DSTNet, config: EnhanceConfig = EnhanceConfig()) -> EnhanceResult:

@@ -1,10 +1,14 @@
-"""Training losses (L1 + focal frequency loss) and the PSNR used to judge enhancement."""
+"""Training losses: L1 plus the focal frequency loss.
+
+The PSNR used to judge enhancement is ``cryosr.core.evaluate.metrics.psnr`` (one definition for the
+whole package: peak = the truth's range).
+"""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["enhance_loss", "focal_frequency_loss", "psnr"]
+__all__ = ["enhance_loss", "focal_frequency_loss"]
 
 
 def focal_frequency_loss(pred: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0) -> torch.Tensor:
@@ -53,25 +57,3 @@ def enhance_loss(pred: torch.Tensor, target: torch.Tensor, *, ffl_weight: float 
     if ffl_weight > 0:
         loss = loss + ffl_weight * focal_frequency_loss(pred, target)
     return loss
-
-
-def psnr(image: torch.Tensor, truth: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB, with the peak = truth's range (max - min).
-
-    Both images must be on the same intensity scale (cryosr compares mean-normalised images).
-
-    Parameters
-    ----------
-    image, truth : torch.Tensor
-        `(h, w)` images.
-
-    Returns
-    -------
-    psnr_db : float
-        ``10 log10(range^2 / mse)``.
-    """
-    image = image.double()
-    truth = truth.double()
-    mse = ((image - truth) ** 2).mean()
-    peak = truth.max() - truth.min()
-    return float(10 * torch.log10(peak**2 / mse.clamp_min(1e-30)))

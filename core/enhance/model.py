@@ -45,6 +45,10 @@ class EnhanceNetConfig:
         Residual blocks of the reconstructor.
     scales : tuple[int, ...]
         Output heads present: 1 (denoise) and/or 2 (denoise + 2x super-resolution).
+    dose_weighted : bool
+        The window's frame groups are exposure-weighted so they add up to the dose-weighted sum
+        (``cryosr.core.enhance.infer.group_frames``); an input convention stored with the weights
+        so inference prepares movies the way training did.
     """
 
     frames: int = 5
@@ -53,6 +57,7 @@ class EnhanceNetConfig:
     fusion_layers: int = 1
     reconstructor_blocks: int = 3
     scales: tuple[int, ...] = (1,)
+    dose_weighted: bool = False
 
     def __post_init__(self) -> None:
         if self.frames < 1:

@@ -19,7 +19,13 @@ import torch
 
 from cryosr.core.errors import InputError
 from cryosr.core.io.mrc import read_volume
-from cryosr.core.simulate.potential import PROTEIN_VOLUME_A3_PER_DA, AtomicModel, VolumeModel, scale_map_to_volts
+from cryosr.core.simulate.potential import (
+    PROTEIN_VOLUME_A3_PER_DA,
+    AtomicModel,
+    VolumeModel,
+    scale_map_to_volts,
+    soft_sphere_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +97,13 @@ def _read_atomic(path: Path, assembly: bool) -> AtomicModel:
         raise InputError(path, f"not a readable PDB/mmCIF model ({exc})") from exc
     if len(st) == 0:
         raise InputError(path, "model file holds no models")
-    st.remove_ligands_and_waters()
+    try:
+        # PDB files without SEQRES/entity records (e.g. refinement outputs) leave entity types unset,
+        # which remove_ligands_and_waters() refuses; setup_entities() derives them from the residues
+        st.setup_entities()
+        st.remove_ligands_and_waters()
+    except RuntimeError as exc:
+        raise InputError(path, f"cannot separate polymer from ligands/waters ({exc})") from exc
     if assembly and st.assemblies:
         st = gemmi.make_assembly(st.assemblies[0], st[0], gemmi.HowToNameCopiedChain.Short)
         model = st
@@ -146,10 +158,18 @@ def _read_atomic(path: Path, assembly: bool) -> AtomicModel:
 
 
 def _read_map(path: Path) -> VolumeModel:
+    """A cubic map, scaled to volts and masked by a soft sphere inscribed in its box.
+
+    The mask keeps the particle inside the sphere the projections assume (density in the corners,
+    e.g. of a filament or of noise, would otherwise make the particle radius the box diagonal and
+    the projection boxes needlessly large).
+    """
     volume, px = read_volume(path)
     if px is None or px <= 0:
         raise InputError(path, "map header has no pixel size")
     d, h, w = volume.shape
     if not d == h == w:
         raise InputError(path, f"map must be cubic, found {tuple(volume.shape)}")
-    return VolumeModel(volume=scale_map_to_volts(volume), pixel_size_a=float(px), name=path.name)
+    if d < 8:
+        raise InputError(path, f"map of {d}³ voxels is too small")
+    return VolumeModel(volume=soft_sphere_mask(scale_map_to_volts(volume)), pixel_size_a=float(px), name=path.name)

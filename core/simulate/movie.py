@@ -44,7 +44,13 @@ from cryosr.core.simulate.physics import (
     ice_attenuation,
     interaction_constant,
 )
-from cryosr.core.simulate.potential import AtomicModel, VolumeModel, model_radius_a, projection_boxes_ft
+from cryosr.core.simulate.potential import (
+    AtomicModel,
+    VolumeModel,
+    model_radius_a,
+    particle_box_px,
+    projection_boxes_ft,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -186,11 +192,7 @@ def plan_movie(model: AtomicModel | VolumeModel, config: SimulationConfig, movie
 
 
 def _box_size(model: AtomicModel | VolumeModel, pixel_size_a: float) -> int:
-    radius = model_radius_a(model)
-    if isinstance(model, VolumeModel):
-        radius = max(radius, model.volume.shape[-1] * model.pixel_size_a / 2)
-    n = math.ceil((2 * radius + 16.0) / pixel_size_a) + 4
-    return n + n % 2
+    return particle_box_px(model, pixel_size_a)
 
 
 def _ice_spectrum(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch_fourier_slice import project_3d_to_2d
 
+from cryosr.core.fourier import fourier_resample
 from cryosr.core.simulate.physics import MOTT_BETHE_V_A2, WATER_NUMBER_DENSITY_A3
 
 __all__ = [
@@ -32,9 +33,12 @@ __all__ = [
     "VolumeModel",
     "ice_mean_inner_potential_v",
     "model_radius_a",
+    "particle_box_px",
     "potential_volume",
     "projection_boxes_ft",
     "scale_map_to_volts",
+    "soft_sphere_mask",
+    "volume_oversampling",
 ]
 
 #: Partial specific volume of protein, 0.73 cm³/g, in Å³ per Dalton.
@@ -224,9 +228,17 @@ def projection_boxes_ft(
     rotations = rotations.to(torch.float32)
     out = []
     if isinstance(model, VolumeModel):
-        vol = _volume_at_pixel(model, pixel_size_a, box).to(dev)
+        # project at a coarser pixel that still samples all of the map's information, then
+        # Fourier-pad the 2-D projections (a 3-D volume at the HR pixel would cost m³ more)
+        m = volume_oversampling(model, pixel_size_a)
+        if box % m:
+            m = 1
+        coarse = box // m
+        vol = _volume_at_pixel(model, pixel_size_a * m, coarse).to(dev)
         for r in rotations.split(chunk):
-            proj = project_3d_to_2d(vol, r.transpose(-1, -2), pad_factor=2.0) * pixel_size_a
+            proj = project_3d_to_2d(vol, r.transpose(-1, -2), pad_factor=2.0) * (pixel_size_a * m)
+            if m > 1:
+                proj = fourier_resample(proj, (box, box))
             out.append(torch.fft.rfft2(proj))
         return torch.cat(out) if out else torch.zeros(0, box, box // 2 + 1, dtype=torch.complex64, device=dev)
     ky = torch.fft.fftfreq(box, d=pixel_size_a, device=dev)
@@ -293,25 +305,86 @@ def potential_volume(
     return torch.fft.irfftn(spec, s=(box, box, box), dim=(-3, -2, -1)).to(torch.float32)
 
 
+def volume_oversampling(model: VolumeModel, pixel_size_a: float) -> int:
+    """Integer factor ``m`` such that projecting at ``m * pixel_size_a`` loses none of the map.
+
+    ``m = floor(map pixel / pixel_size_a)`` (at least 1): the coarser pixel is still no larger than
+    the map's own, so its Nyquist frequency holds every frequency the map has.
+    """
+    return max(1, int(model.pixel_size_a / pixel_size_a + 1e-6))
+
+
+def particle_box_px(model: AtomicModel | VolumeModel, pixel_size_a: float) -> int:
+    """Even edge (pixels) of the box that holds one particle's projection with a 8 Å margin per side.
+
+    For a map, the box is a multiple of ``volume_oversampling`` so that the projections can be
+    computed at the coarser pixel and Fourier-padded exactly (``projection_boxes_ft``).
+    """
+    radius = model_radius_a(model)
+    m = volume_oversampling(model, pixel_size_a) if isinstance(model, VolumeModel) else 1
+    n = math.ceil((2 * radius + 16.0) / (pixel_size_a * m)) + 4
+    return (n + n % 2) * m
+
+
+def _padded_size(d: int, ratio: float, extra: int = 16) -> int:
+    """Size ``>= d`` whose rescaled size ``size * ratio`` is closest to an integer (exact resampling)."""
+    best, best_err = d, 1.0
+    for n in range(d, d + extra + 1):
+        err = abs(n * ratio - round(n * ratio)) / (n * ratio)
+        if err < best_err - 1e-9:
+            best, best_err = n, err
+    return best
+
+
+def _resize_rfft(spec: torch.Tensor, n_in: int, n_out: int) -> torch.Tensor:
+    """Crop or zero-pad an rfftn spectrum `(n, n, n // 2 + 1)` of a cube to size ``n_out`` (Nyquist planes zeroed)."""
+    out = torch.zeros((n_out, n_out, n_out // 2 + 1), dtype=spec.dtype, device=spec.device)
+    m = min(n_in, n_out)
+    half = (m - 1) // 2  # frequencies -half .. +half are kept on the full axes, 0 .. half on the last
+    idx_in = torch.cat([torch.arange(0, half + 1), torch.arange(n_in - half, n_in)]).to(spec.device)
+    idx_out = torch.cat([torch.arange(0, half + 1), torch.arange(n_out - half, n_out)]).to(spec.device)
+    sub = spec.index_select(0, idx_in).index_select(1, idx_in)[:, :, : half + 1]
+    out[idx_out[:, None], idx_out[None, :], : half + 1] = sub
+    return out
+
+
 def _volume_at_pixel(model: VolumeModel, pixel_size_a: float, box: int) -> torch.Tensor:
-    """Resample a map to ``pixel_size_a`` (Fourier) and centre-crop or pad it to ``box``."""
+    """Resample a map to ``pixel_size_a`` (Fourier, rfft) and centre-crop or pad it to ``box``.
+
+    The map is first zero-padded to a size whose rescaled size is (nearly) an integer, so the
+    resampled voxel is ``pixel_size_a`` to better than 1e-3 relative.
+    """
     vol = model.volume
     d = vol.shape[-1]
-    n_new = max(2, round(d * model.pixel_size_a / pixel_size_a))
-    if n_new != d:
-        spec = torch.fft.fftshift(torch.fft.fftn(vol), dim=(-3, -2, -1))
-        out = torch.zeros((n_new,) * 3, dtype=spec.dtype, device=spec.device)
-        m = min(d, n_new)
-        si, so = d // 2 - m // 2, n_new // 2 - m // 2
-        out[so : so + m, so : so + m, so : so + m] = spec[si : si + m, si : si + m, si : si + m]
-        vol = torch.fft.ifftn(torch.fft.ifftshift(out, dim=(-3, -2, -1))).real
-        vol = vol * (n_new / d) ** 3  # keep the values (V are intensive)
+    ratio = model.pixel_size_a / pixel_size_a
+    if abs(ratio - 1) > 1e-6:
+        d_pad = _padded_size(d, ratio)
+        if d_pad != d:
+            padded = torch.zeros((d_pad,) * 3, dtype=vol.dtype, device=vol.device)
+            o = d_pad // 2 - d // 2
+            padded[o : o + d, o : o + d, o : o + d] = vol
+            vol, d = padded, d_pad
+        n_new = max(2, round(d * ratio))
+        spec = torch.fft.rfftn(vol.to(torch.float32), dim=(-3, -2, -1))
+        spec = _resize_rfft(spec, d, n_new)
+        vol = torch.fft.irfftn(spec, s=(n_new,) * 3, dim=(-3, -2, -1)) * (n_new / d) ** 3  # V are intensive
         d = n_new
     out = torch.zeros((box,) * 3, dtype=torch.float32, device=vol.device)
     m = min(d, box)
     si, so = d // 2 - m // 2, box // 2 - m // 2
     out[so : so + m, so : so + m, so : so + m] = vol[si : si + m, si : si + m, si : si + m]
     return out
+
+
+def soft_sphere_mask(volume: torch.Tensor, edge_voxels: float = 3.0) -> torch.Tensor:
+    """Multiply a cube `(d, d, d)` by a sphere inscribed in it (radius ``d/2 - 1``) with a raised-cosine edge."""
+    d = volume.shape[-1]
+    c = torch.arange(d, dtype=torch.float32, device=volume.device) - d // 2
+    r = torch.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+    outer = d / 2 - 1
+    inner = max(outer - edge_voxels, 0.0)
+    t = ((r - inner) / max(outer - inner, 1e-6)).clamp(0, 1)
+    return volume * (0.5 + 0.5 * torch.cos(math.pi * t))
 
 
 def scale_map_to_volts(volume: torch.Tensor, contrast_v: float = 3.0) -> torch.Tensor:

@@ -60,7 +60,7 @@ class SuperresConfig:
     init : str
         zssr start weights: ``none`` or a path to a ``.pt`` state dict (``default`` = shipped weights).
     shift_bfactor_a2 : float
-        B-factor of the low-pass used when estimating shifts.
+        B-factor of the low-pass of the coarse shift search (the fine stage is SSNR-weighted).
     seed : int
         Seed for zssr training.
     """
@@ -192,7 +192,10 @@ def run_superres(
     t0 = time.perf_counter()
     if shifts_yx_px is None:
         shifts_yx_px = (
-            estimate_shifts(frames, pixel_size_a=pixel_size_a, bfactor_a2=config.shift_bfactor_a2)
+            estimate_shifts(
+                frames, pixel_size_a=pixel_size_a, bfactor_a2=config.shift_bfactor_a2, dose_per_frame=dose_per_frame,
+                pre_exposure=config.pre_exposure, voltage_kv=config.voltage_kv,
+            )
             if t > 1
             else frames.new_zeros(1, 2)
         )
@@ -224,7 +227,9 @@ def run_superres(
     elif method == "bilinear":
         image = upsample_bilinear(lr_sum, config.scale) / scale2
     elif method == "fourier":
-        image = fourier_pad(lr_sum, config.scale) / scale2
+        # zero-padding keeps LR sample i at fine index 2i; its pixel centre is at 2i + 0.5
+        offset = (config.scale - 1) / 2
+        image = fourier_shift(fourier_pad(lr_sum, config.scale), lr_sum.new_tensor([offset, offset])) / scale2
     elif method in ("drizzle", "wiener"):
         image = _tiled_multiframe(method, frames, shifts_yx_px, pixel_size_a, dose_per_frame, config, info)
     else:
