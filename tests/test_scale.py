@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -312,3 +313,81 @@ def test_prefetcher_reads_whole_files(tmp_path):
     p.start(MovieTask(tmp_path / "m.mrcs", tmp_path / "o.mrc", gain_path=tmp_path / "gain.mrc"))
     p.wait()
     assert p.n_bytes == len(data) + 100
+
+
+@pytest.fixture(scope="module")
+def cli_dataset_runs(movie_dir, tmp_path_factory):
+    """``cryosr superres --mode dataset --method zssr`` on 3 movies: in this process, and with --workers 2."""
+    pytest.importorskip("distributed")
+    from cryosr.core.cli.main import main
+
+    root = tmp_path_factory.mktemp("cli")
+    movies = [str(movie_dir / f"movie_{i:04d}.mrcs") for i in range(3)]
+    common = ["superres", *movies, "--dose-per-frame", "1", "--device", "cpu", "--method", "zssr",
+              "--mode", "dataset", "--train-movies", "1", "--train-iterations", "20", "--iterations", "3", "--tile", "0"]  # fmt: skip
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each single-threaded worker (conv reductions depend on the thread count)
+    try:
+        assert main([*common, "--out", str(root / "one")]) == 0
+    finally:
+        torch.set_num_threads(n)
+    assert main([*common, "--out", str(root / "two"), "--workers", "2"]) == 0
+    return root / "one", root / "two"
+
+
+def test_cli_workers_dataset_mode_matches_one_process(cli_dataset_runs):
+    one, two = cli_dataset_runs
+    w1 = torch.load(one / "zssr_dataset.pt", weights_only=True)
+    w2 = torch.load(two / "zssr_dataset.pt", weights_only=True)  # trained once, on a worker
+    assert w1.keys() == w2.keys() and all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+    j1, j2 = (json.loads((d / "superres.json").read_text()) for d in (one, two))
+    assert len(j1["dataset_training"]) == len(j2["dataset_training"]) == 1
+    assert j2["dataset_training"][0]["info"]["train_iterations"] == 20
+    assert "--workers 2" in j2["command"]
+    assert [r["movie"] for r in j2["movies"]] == [r["movie"] for r in j1["movies"]]  # input order
+    for r1, r2 in zip(j1["movies"], j2["movies"], strict=True):
+        assert r2["info"]["init"] == "given weights"  # every movie started from the broadcast weights
+        assert r2["config"]["iterations"] == 3  # and was fine-tuned briefly
+        name = Path(r1["output"]).name
+        for f in (name, name.replace(".mrc", "_lr_sum.mrc")):
+            a, b = read_micrograph(one / f).data, read_micrograph(two / f).data
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max())), f
+    assert list(two.glob(".*.tmp")) == []
+
+
+def test_cli_reports_a_bad_movie_and_finishes_the_others(movie_dir, tmp_path, capsys):
+    from cryosr.core.cli.main import main
+
+    out = tmp_path / "sr"
+    good, bad = movie_dir / "movie_0000.mrcs", movie_dir / "movie_0005.mrcs"
+    args = ["superres", str(bad), str(good), "--out", str(out), "--dose-per-frame", "1", "--method", "fourier",
+            "--device", "cpu"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 movie(s) failed" in err and "movie_0005.mrcs" in err
+    assert (out / "movie_0000.mrc").exists() and not (out / "movie_0005.mrc").exists()
+    records = json.loads((out / "superres.json").read_text())["movies"]
+    assert records[0]["input_error"] and records[0]["attempts"] == 1 and "error" not in records[1]
+
+
+def test_cli_scale_options_build_the_cluster(tmp_path):
+    from cryosr.core.cli.main import build_parser
+    from cryosr.core.cli.scale_args import runner_kwargs
+
+    args = build_parser().parse_args([
+        "superres", "m.mrcs", "--out", str(tmp_path), "--device", "cuda", "--cluster", "slurm",
+        "--cluster-jobs", "4", "--cluster-queue", "gpu", "--cluster-gpus", "4", "--cluster-cores", "32",
+        "--cluster-memory", "256GB", "--cluster-walltime", "08:00:00", "--cluster-account", "cryoem",
+        "--cluster-directive=--constraint=h100", "--cluster-prologue", "source venv/bin/activate",
+    ])  # fmt: skip
+    kw = runner_kwargs(args)
+    assert kw["cluster"] == ClusterConfig(
+        "slurm", jobs=4, queue="gpu", walltime="08:00:00", cores=32, memory="256GB", gpus_per_job=4,
+        account="cryoem", job_extra_directives=("--constraint=h100",), job_script_prologue=("source venv/bin/activate",),
+    )  # fmt: skip
+    assert (kw["workers"], kw["scheduler"], kw["device_spec"]) == (1, None, "cuda")
+    assert jobqueue_kwargs(kw["cluster"])["job_extra_directives"] == ["--gres=gpu:4", "--constraint=h100"]
+    bad = build_parser().parse_args(["superres", "m.mrcs", "--out", str(tmp_path), "--cluster", "pbs",
+                                     "--cluster-walltime", "2h"])  # fmt: skip
+    with pytest.raises(InputError, match="walltime"):
+        runner_kwargs(bad)

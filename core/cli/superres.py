@@ -3,7 +3,10 @@
 Writes DIR/<movie stem>.mrc (float32, header pixel = input pixel / 2, counts per output pixel
 summed over frames), DIR/<stem>_lr_sum.mrc (aligned dose-weighted sum at the input pixel) and
 DIR/superres.json (per movie: method, device, seconds per stage, shifts used, training loss).
-Movies whose output exists are skipped (resume); pass --overwrite to recompute.
+Movies whose output exists are skipped (resume); pass --overwrite to recompute. --workers N,
+--scheduler ADDRESS or --cluster slurm|pbs|lsf run the movies as Dask tasks (a failed movie is
+retried once, then reported in superres.json while the others go on); in --mode dataset the
+network is trained once, on one worker, and its weights are broadcast to all workers.
 """
 
 from __future__ import annotations
@@ -13,18 +16,20 @@ import datetime
 import json
 import logging
 import shlex
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from cryosr.core import __version__
-from cryosr.core.device import resolve_device
+from cryosr.core.cli.scale_args import add_scale_args, runner_kwargs, scale_command_args
 from cryosr.core.errors import InputError
 from cryosr.core.io import atomic_path
 from cryosr.core.io.motion_star import RelionMotion, read_relion_motion
+from cryosr.core.scale.runner import MovieRunner
 from cryosr.core.superres.engine import DEFAULT_METHOD, METHODS, SuperresConfig
-from cryosr.core.superres.pipeline import MovieTask, process_movie, train_dataset
+from cryosr.core.superres.pipeline import MovieTask
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ class SuperresRun:
     device: str
     mode: str
     train_movies: int
+    train_iterations: int | None
     overwrite: bool
     command: str
 
@@ -49,6 +55,8 @@ class SuperresRun:
             raise InputError(None, "--mode dataset needs --method zssr")
         if self.train_movies < 1:
             raise InputError(None, "--train-movies must be at least 1")
+        if self.train_iterations is not None and self.train_iterations < 1:
+            raise InputError(None, "--train-iterations must be at least 1")
         stems = [t.out_path.name for t in self.tasks]
         if len(set(stems)) != len(stems):
             raise InputError(None, "two input movies have the same file stem; outputs would collide")
@@ -73,25 +81,29 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=2, help="only 2")
     parser.add_argument("--mode", default="movie", choices=("movie", "dataset"), help="zssr: train per movie or once")
     parser.add_argument("--train-movies", type=int, default=3, help="dataset mode: movies used for the shared training")
+    parser.add_argument(
+        "--train-iterations", type=int, help="dataset mode: steps of the shared training (default: per-movie default)"
+    )
     parser.add_argument("--init", default="none", help="zssr start weights: none, default or a .pt path")
     parser.add_argument("--iterations", type=int, help="zssr steps per movie (dataset mode default: 30)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tile", type=int, default=1024, help="LR tile edge (0: whole frames)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="recompute movies whose output exists")
+    add_scale_args(parser)
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The canonical ``cryosr superres ...`` command that reproduces this run."""
     parts = ["cryosr", "superres", *map(str, args.movies), "--out", str(args.out)]
     for name in ("pixel_size", "dose_per_frame", "pre_exposure", "voltage", "gain", "method", "scale", "mode",
-                 "train_movies", "init", "iterations", "device", "tile", "seed"):
+                 "train_movies", "train_iterations", "init", "iterations", "device", "tile", "seed"):
         value = getattr(args, name)
         if value is not None:
             parts += [f"--{name.replace('_', '-')}", str(value)]
     if args.shifts:
         parts += ["--shifts", *map(str, args.shifts)]
-    return shlex.join(parts)
+    return shlex.join(parts + scale_command_args(args))
 
 
 def _match_shifts(movie: Path, motions: list[RelionMotion]) -> RelionMotion | None:
@@ -143,7 +155,7 @@ def build_run(args: argparse.Namespace) -> SuperresRun:
     )
     return SuperresRun(
         tasks=tuple(tasks), config=config, out_dir=args.out, device=args.device, mode=args.mode,
-        train_movies=args.train_movies, overwrite=args.overwrite,
+        train_movies=args.train_movies, train_iterations=args.train_iterations, overwrite=args.overwrite,
         command=command_line(args),
     )
 
@@ -158,6 +170,12 @@ def _load_records(path: Path) -> dict[str, dict]:
         return {}
 
 
+def _in_task_order(run: SuperresRun, records: dict[str, dict]) -> list[dict]:
+    """This run's movies in input order (Dask finishes them in any order), then older records."""
+    mine = [str(t.movie_path) for t in run.tasks if str(t.movie_path) in records]
+    return [records[k] for k in mine] + [r for k, r in records.items() if k not in set(mine)]
+
+
 def _write_json(path: Path, run: SuperresRun, records: dict[str, dict], training: list[dict]) -> None:
     payload = {
         "cryosr_version": __version__,
@@ -167,37 +185,63 @@ def _write_json(path: Path, run: SuperresRun, records: dict[str, dict], training
         "config": asdict(run.config),
         "intensity_scale": "counts per output pixel summed over frames (LR sum / 4 at low frequencies)",
         "dataset_training": training,
-        "movies": list(records.values()),
+        "movies": _in_task_order(run, records),
     }
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(payload, indent=1))
 
 
 def main(args: argparse.Namespace) -> int:
-    """Super-resolve every movie; write outputs and superres.json."""
+    """Super-resolve every movie (in this process or on Dask workers); write outputs and superres.json.
+
+    Returns
+    -------
+    code : int
+        0 when every movie has its output, 1 when some failed for another reason than bad input.
+
+    Raises
+    ------
+    InputError
+        Bad options, or a movie that failed because of a bad input (after the others ran).
+    """
     run = build_run(args)
-    device = resolve_device(run.device)
+    runner = MovieRunner(**runner_kwargs(args), progress=False)
     json_path = run.out_dir / "superres.json"
     records = _load_records(json_path)
     weights = None
     training: list[dict] = []
     todo = [t for t in run.tasks if run.overwrite or not t.out_path.exists()]
-    if run.mode == "dataset" and todo:
-        weights, training = train_dataset(list(todo[: run.train_movies]), _full_training(run.config), device=device)
-        run.out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run.out_dir / "zssr_dataset.pt", overwrite=True) as tmp:
-            torch.save(weights, tmp)
-    for task in run.tasks:
-        record = process_movie(task, run.config, device=device, overwrite=run.overwrite, weights=weights)
-        if record.get("skipped") and task.movie_path.as_posix() in records:
-            continue
-        records[str(task.movie_path)] = record
-        _write_json(json_path, run, records, training)
-        logger.info("%s -> %s", task.movie_path, task.out_path)
+    with runner:
+        if run.mode == "dataset" and todo:
+            weights, training = runner.train(todo[: run.train_movies], _full_training(run))
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(run.out_dir / "zssr_dataset.pt", overwrite=True) as tmp:
+                torch.save(weights, tmp)
+
+        def on_record(i: int, record: dict) -> None:
+            task = run.tasks[i]
+            if record.get("skipped") and str(task.movie_path) in records:
+                return
+            records[str(task.movie_path)] = record
+            _write_json(json_path, run, records, training)
+            if "error" not in record:
+                logger.info("%s -> %s", task.movie_path, task.out_path)
+
+        results = runner.run(run.tasks, run.config, overwrite=run.overwrite, weights=weights, on_record=on_record)
     _write_json(json_path, run, records, training)
-    return 0
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        logger.error("%s failed (%d attempt(s)): %s", r["movie"], r["attempts"], r["error"])
+    if not failed:
+        return 0
+    summary = f"{len(failed)} of {len(results)} movie(s) failed (details in {json_path}); first: "
+    bad_input = [r for r in failed if r.get("input_error")]
+    if bad_input:
+        raise InputError(None, summary + bad_input[0]["error"].removeprefix("InputError: "))
+    print(f"cryosr superres: {summary}{failed[0]['error']}", file=sys.stderr)
+    return 1
 
 
-def _full_training(config: SuperresConfig) -> SuperresConfig:
-    """The shared dataset-mode training uses the per-movie default number of steps."""
-    return SuperresConfig(**{**asdict(config), "iterations": None})
+def _full_training(run: SuperresRun) -> SuperresConfig:
+    """The shared dataset-mode training: ``--train-iterations`` steps (default: the per-movie default)."""
+    return SuperresConfig(**{**asdict(run.config), "iterations": run.train_iterations})

@@ -1,7 +1,9 @@
 """Run many movies: an in-process loop, or movies as Dask tasks on local workers or a cluster.
 
-``run_movie_tasks`` is the one entry point the CLI (``--workers``/``--scheduler``/``--cluster``)
-and the RELION/CryoSPARC adapters call. Each movie is processed by
+``MovieRunner`` (and its one-shot form ``run_movie_tasks``) is what the CLI
+(``--workers``/``--scheduler``/``--cluster``) and the RELION/CryoSPARC adapters call. Dataset mode
+trains once (``MovieRunner.train``, one task on a worker), broadcasts the weights to every worker
+and fine-tunes/infers each movie from them (``MovieRunner.run(..., weights=)``). Each movie is processed by
 ``cryosr.core.superres.pipeline.process_movie``, which writes its outputs atomically (temp file +
 rename) and skips a movie whose output exists, so a worker that dies mid-movie leaves nothing
 half-written and a re-run resumes where the last one stopped.
@@ -30,13 +32,15 @@ from cryosr.core.device import resolve_device
 from cryosr.core.errors import InputError
 from cryosr.core.scale.prefetch import Prefetcher
 from cryosr.core.superres.engine import SuperresConfig
-from cryosr.core.superres.pipeline import MovieTask, process_movie
+from cryosr.core.superres.pipeline import MovieTask, process_movie, train_dataset
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CLUSTER_KINDS",
     "ClusterConfig",
+    "MovieRunner",
+    "check_outputs",
     "jobqueue_kwargs",
     "make_jobqueue_cluster",
     "remove_stale_temps",
@@ -47,6 +51,7 @@ __all__ = [
 CLUSTER_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster"}
 
 ProcessFn = Callable[..., dict]
+TrainFn = Callable[..., tuple[dict, list[dict]]]
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,20 @@ class ClusterConfig:
         return max(1, self.gpus_per_job)
 
 
+@dataclass(frozen=True)
+class _InputFailure:
+    """An ``InputError`` raised on a worker, carried back as data (its pickle needs both fields)."""
+
+    path: str | None
+    problem: str
+
+
 def _error_record(task: MovieTask, error: BaseException | str, attempts: int) -> dict:
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return {"movie": str(task.movie_path), "output": str(task.out_path), "error": message, "attempts": attempts}
+    record = {"movie": str(task.movie_path), "output": str(task.out_path), "error": message, "attempts": attempts}
+    if isinstance(error, InputError):
+        record["input_error"] = True
+    return record
 
 
 def remove_stale_temps(task: MovieTask) -> list[Path]:
@@ -144,6 +160,15 @@ def remove_stale_temps(task: MovieTask) -> list[Path]:
     return removed
 
 
+def _call(
+    process_fn: ProcessFn, task: MovieTask, config: object, device: torch.device, overwrite: bool, weights: dict | None
+) -> dict:
+    """``process_fn`` with ``weights=`` only when there are weights (older process functions lack it)."""
+    if weights is None:
+        return process_fn(task, config, device=device, overwrite=overwrite)
+    return process_fn(task, config, device=device, overwrite=overwrite, weights=weights)
+
+
 def _run_one(
     task: MovieTask,
     config: SuperresConfig,
@@ -151,6 +176,7 @@ def _run_one(
     overwrite: bool,
     process_fn: ProcessFn,
     threads: int | None = None,
+    weights: dict | None = None,
 ) -> dict:
     """Process one movie on a Dask worker; a bad input becomes an error record (no retry)."""
     if threads is not None:
@@ -158,18 +184,27 @@ def _run_one(
     remove_stale_temps(task)
     t0 = time.perf_counter()
     try:
-        record = process_fn(task, config, device=resolve_device(device_spec), overwrite=overwrite)
+        record = _call(process_fn, task, config, resolve_device(device_spec), overwrite, weights)
     except InputError as exc:
         return _error_record(task, exc, 1)
     record.setdefault("wall_seconds", time.perf_counter() - t0)
     return record
 
 
-def _validate(tasks: Sequence[MovieTask], workers: int, scheduler: str | None, cluster: ClusterConfig | None) -> None:
-    if workers < 1:
-        raise InputError(None, f"--workers must be >= 1, got {workers}")
-    if scheduler is not None and cluster is not None:
-        raise InputError(None, "give either --scheduler or --cluster, not both")
+def _train_on_worker(
+    tasks: list[MovieTask], config: SuperresConfig, device_spec: str, threads: int | None, train_fn: TrainFn
+) -> tuple[dict, list[dict]] | _InputFailure:
+    """Dataset-mode training as one Dask task; a bad input comes back as data, not as an exception."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return train_fn(tasks, config, device=resolve_device(device_spec))
+    except InputError as exc:
+        return _InputFailure(exc.path, exc.problem)
+
+
+def check_outputs(tasks: Sequence[MovieTask]) -> None:
+    """Refuse task lists in which two movies would write the same file."""
     seen: dict[str, MovieTask] = {}
     for task in tasks:
         for path in (task.out_path, task.lr_sum_path):
@@ -205,40 +240,20 @@ def _worker_device(device_spec: str, distributed_run: bool) -> tuple[str, bool]:
     return spec, False
 
 
-def _run_in_process(
-    tasks: Sequence[MovieTask],
+def _run_with_retries(
+    task: MovieTask,
     config: SuperresConfig,
-    device_spec: str,
+    device: torch.device,
     retries: int,
     overwrite: bool,
-    progress: bool,
     process_fn: ProcessFn,
-    prefetch: bool,
-) -> list[dict]:
-    device = resolve_device(device_spec)
-    records: list[dict] = []
-    prefetcher = Prefetcher() if prefetch else None
-    try:
-        for i, task in enumerate(tqdm(tasks, desc="movies", unit="movie", disable=not progress)):
-            if prefetcher is not None:
-                prefetcher.wait()
-                if i + 1 < len(tasks):
-                    prefetcher.start(tasks[i + 1])
-            records.append(_run_with_retries(task, config, device, retries, overwrite, process_fn))
-    finally:
-        if prefetcher is not None:
-            prefetcher.wait()
-    return records
-
-
-def _run_with_retries(
-    task: MovieTask, config: SuperresConfig, device: torch.device, retries: int, overwrite: bool, process_fn: ProcessFn
+    weights: dict | None,
 ) -> dict:
     for attempt in range(1, retries + 2):
         remove_stale_temps(task)
         t0 = time.perf_counter()
         try:
-            record = process_fn(task, config, device=device, overwrite=overwrite)
+            record = _call(process_fn, task, config, device, overwrite, weights)
         except InputError as exc:
             logger.error("%s", exc)
             return _error_record(task, exc, attempt)
@@ -300,58 +315,275 @@ def make_jobqueue_cluster(cluster: ClusterConfig) -> object:
     return getattr(dask_jobqueue, CLUSTER_KINDS[cluster.kind])(**jobqueue_kwargs(cluster))
 
 
-def _run_distributed(
-    tasks: Sequence[MovieTask],
-    config: SuperresConfig,
-    device_spec: str,
-    workers: int,
-    scheduler: str | None,
-    cluster: ClusterConfig | None,
-    retries: int,
-    overwrite: bool,
-    progress: bool,
-    process_fn: ProcessFn,
-) -> list[dict]:
-    try:
-        import dask
-        from distributed import Client, LocalCluster, as_completed
+class MovieRunner:
+    """Where movies run: this process, a LocalCluster, a running Dask scheduler or a batch cluster.
 
-        from cryosr.core.scale.gpu_pinning import PinGPUPlugin
-    except ImportError as exc:
-        raise InputError(None, "--workers/--scheduler/--cluster need Dask: pip install 'dask[distributed]'") from exc
+    Open it once (``with MovieRunner(...) as runner:``) and use it for the dataset-mode training
+    (``train``: one task, on a worker) and for the movies (``run``: one task per movie, the
+    trained weights broadcast to every worker first). The cluster starts at the first ``train``
+    or ``run`` call, after every option has been checked, and stops on ``close``.
 
-    worker_spec, pin = _worker_device(device_spec, distributed_run=True)
-    gpus = _gpu_ids() if pin and torch.cuda.is_available() else []
-    own_cluster = None
-    threads = None
-    # One failure = a worker death or an exception; `retries` of them are retried.
-    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
-        if scheduler is not None:
-            client = Client(scheduler)
-        elif cluster is not None:
-            own_cluster = make_jobqueue_cluster(cluster)
-            logger.info(
-                "submitting %d %s job(s); job script:\n%s", cluster.jobs, cluster.kind, own_cluster.job_script()
-            )
-            own_cluster.scale(jobs=cluster.jobs)
-            threads = max(1, cluster.cores // cluster.workers_per_job)
-            client = Client(own_cluster)
-        else:
-            if gpus and workers > len(gpus):
-                logger.warning("%d workers share %d GPU(s) round-robin", workers, len(gpus))
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            own_cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                scheduler_kwargs={"allowed_failures": retries},
-                env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)},
-            )
-            client = Client(own_cluster)
-    try:
-        if pin and (gpus or cluster is not None):
+    Parameters
+    ----------
+    device_spec : str
+        ``auto``, ``cpu``, ``cuda`` or (in-process only) ``cuda:N``.
+    workers : int
+        Local worker processes (1 without ``scheduler``/``cluster``: a loop in this process).
+    scheduler : str | None
+        Address of an existing Dask scheduler, e.g. ``tcp://node01:8786``.
+    cluster : ClusterConfig | None
+        Batch-system cluster to start via dask-jobqueue.
+    retries : int
+        Extra attempts for a movie whose processing crashed or whose worker died.
+    progress : bool
+        Show a tqdm progress bar.
+    prefetch : bool
+        In-process loop only: read ahead the next movie file in a background thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        device_spec: str = "auto",
+        workers: int = 1,
+        scheduler: str | None = None,
+        cluster: ClusterConfig | None = None,
+        retries: int = 1,
+        progress: bool = True,
+        prefetch: bool = True,
+    ) -> None:
+        if workers < 1:
+            raise InputError(None, f"--workers must be >= 1, got {workers}")
+        if scheduler is not None and cluster is not None:
+            raise InputError(None, "give either --scheduler or --cluster, not both")
+        if retries < 0:
+            raise InputError(None, f"retries must be >= 0, got {retries}")
+        self.device_spec = device_spec
+        self.workers = workers
+        self.scheduler = scheduler
+        self.cluster = cluster
+        self.retries = retries
+        self.progress = progress
+        self.prefetch = prefetch
+        self.distributed = workers > 1 or scheduler is not None or cluster is not None
+        self._worker_spec, self._pin = _worker_device(device_spec, self.distributed)
+        self._device: torch.device | None = None
+        self._client = None
+        self._own_cluster = None
+        self._threads: int | None = None
+
+    def __enter__(self) -> MovieRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def client(self) -> object | None:
+        """The ``distributed.Client`` once a distributed runner is open, else None."""
+        return self._client
+
+    def open(self) -> None:
+        """Resolve the device (in-process) or start the cluster and connect (idempotent)."""
+        if not self.distributed:
+            if self._device is None:
+                self._device = resolve_device(self.device_spec)
+            return
+        if self._client is not None:
+            return
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+
+            from cryosr.core.scale.gpu_pinning import PinGPUPlugin
+        except ImportError as exc:
+            raise InputError(
+                None, "--workers/--scheduler/--cluster need Dask: pip install 'dask[distributed]'"
+            ) from exc
+        gpus = _gpu_ids() if self._pin and torch.cuda.is_available() else []
+        # One failure = a worker death or an exception; `retries` of them are retried.
+        with dask.config.set({"distributed.scheduler.allowed-failures": self.retries}):
+            if self.scheduler is not None:
+                client = Client(self.scheduler)
+            elif self.cluster is not None:
+                self._own_cluster = make_jobqueue_cluster(self.cluster)
+                logger.info(
+                    "submitting %d %s job(s); job script:\n%s",
+                    self.cluster.jobs,
+                    self.cluster.kind,
+                    self._own_cluster.job_script(),
+                )
+                self._own_cluster.scale(jobs=self.cluster.jobs)
+                self._threads = max(1, self.cluster.cores // self.cluster.workers_per_job)
+                client = Client(self._own_cluster)
+            else:
+                if gpus and self.workers > len(gpus):
+                    logger.warning("%d workers share %d GPU(s) round-robin", self.workers, len(gpus))
+                self._threads = max(1, (os.cpu_count() or 1) // self.workers)
+                self._own_cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    scheduler_kwargs={"allowed_failures": self.retries},
+                    env={"OMP_NUM_THREADS": str(self._threads), "MKL_NUM_THREADS": str(self._threads)},
+                )
+                client = Client(self._own_cluster)
+        self._client = client
+        if self._pin and (gpus or self.cluster is not None):
             client.register_plugin(PinGPUPlugin(gpus or None), name=PinGPUPlugin.name)
+
+    def close(self) -> None:
+        """Disconnect and stop a cluster this runner started."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._own_cluster is not None:
+            self._own_cluster.close()
+            self._own_cluster = None
+
+    def train(
+        self, tasks: Sequence[MovieTask], config: SuperresConfig, *, train_fn: TrainFn = train_dataset
+    ) -> tuple[dict, list[dict]]:
+        """Dataset mode: train once on ``tasks`` (in this process, or as one task on a worker).
+
+        Parameters
+        ----------
+        tasks : Sequence[MovieTask]
+            Training movies.
+        config : SuperresConfig
+            Options of the training (``method`` ``zssr``).
+        train_fn : Callable
+            ``train_fn(tasks, config, device=) -> (weights, records)``; ``train_dataset`` by default.
+
+        Returns
+        -------
+        weights : dict
+            Trained state dict (on the CPU), to pass to ``run(..., weights=)``.
+        records : list[dict]
+            Per training movie.
+
+        Raises
+        ------
+        InputError
+            A bad training movie or option.
+        RuntimeError
+            The training task failed ``retries + 1`` times on the cluster.
+        """
+        tasks = list(tasks)
+        if not tasks:
+            raise InputError(None, "--mode dataset: no training movies")
+        self.open()
+        t0 = time.perf_counter()
+        if not self.distributed:
+            weights, records = train_fn(tasks, config, device=self._device)
+        else:
+            future = self._client.submit(
+                _train_on_worker,
+                tasks,
+                config,
+                self._worker_spec,
+                self._threads,
+                train_fn,
+                retries=self.retries,
+                pure=False,
+            )
+            try:
+                result = future.result()
+            except Exception as exc:
+                raise RuntimeError(f"dataset training failed {self.retries + 1} time(s): {exc}") from exc
+            finally:
+                future.release()
+            if isinstance(result, _InputFailure):
+                raise InputError(result.path, result.problem)
+            weights, records = result
+        logger.info("dataset training on %d movie(s): %.1f s", len(tasks), time.perf_counter() - t0)
+        return {k: v.detach().cpu() for k, v in weights.items()}, records
+
+    def run(
+        self,
+        tasks: Sequence[MovieTask],
+        config: SuperresConfig,
+        *,
+        overwrite: bool = False,
+        process_fn: ProcessFn = process_movie,
+        weights: dict | None = None,
+        on_record: Callable[[int, dict], None] | None = None,
+    ) -> list[dict]:
+        """Process every movie; one record per task, in the order of ``tasks``.
+
+        Parameters
+        ----------
+        tasks : Sequence[MovieTask]
+            Movies and their output paths (no two tasks may write the same file).
+        config : SuperresConfig
+            Method options, the same for every movie (any picklable object ``process_fn`` takes).
+        overwrite : bool
+            Recompute movies whose output exists (otherwise they are skipped: resumable).
+        process_fn : Callable
+            ``process_fn(task, config, device=, overwrite=[, weights=]) -> dict``; must be
+            picklable (a module-level function) for the Dask back ends.
+        weights : dict | None
+            Start weights for every movie (dataset mode); scattered to all workers once.
+        on_record : Callable[[int, dict], None] | None
+            Called in this process as each movie finishes, with its index in ``tasks`` and its
+            record (completion order; e.g. to update a JSON summary as the run goes).
+
+        Returns
+        -------
+        records : list[dict]
+            ``process_fn``'s record, or ``{"movie", "output", "error", "attempts"}`` (plus
+            ``"input_error": True`` for a bad input) for a movie that failed.
+        """
+        tasks = list(tasks)
+        check_outputs(tasks)
+        if not tasks:
+            return []
+        self.open()
+        if not self.distributed:
+            return self._run_in_process(tasks, config, overwrite, process_fn, weights, on_record)
+        return self._run_distributed(tasks, config, overwrite, process_fn, weights, on_record)
+
+    def _run_in_process(
+        self,
+        tasks: list[MovieTask],
+        config: SuperresConfig,
+        overwrite: bool,
+        process_fn: ProcessFn,
+        weights: dict | None,
+        on_record: Callable[[int, dict], None] | None,
+    ) -> list[dict]:
+        records: list[dict] = []
+        prefetcher = Prefetcher() if self.prefetch else None
+        try:
+            for i, task in enumerate(tqdm(tasks, desc="movies", unit="movie", disable=not self.progress)):
+                if prefetcher is not None:
+                    prefetcher.wait()
+                    if i + 1 < len(tasks):
+                        prefetcher.start(tasks[i + 1])
+                record = _run_with_retries(task, config, self._device, self.retries, overwrite, process_fn, weights)
+                records.append(record)
+                if on_record is not None:
+                    on_record(i, record)
+        finally:
+            if prefetcher is not None:
+                prefetcher.cancel()
+        return records
+
+    def _run_distributed(
+        self,
+        tasks: list[MovieTask],
+        config: SuperresConfig,
+        overwrite: bool,
+        process_fn: ProcessFn,
+        weights: dict | None,
+        on_record: Callable[[int, dict], None] | None,
+    ) -> list[dict]:
+        from distributed import as_completed
+
+        client = self._client
+        # Broadcast once: every worker gets one copy instead of one per task.
+        weights_arg = None if weights is None else client.scatter([weights], broadcast=True, hash=False)[0]
         # A movie whose output is absent now is computed in full even if a retry finds the output:
         # that happens when an attempt finished but its worker died before the record reached us.
         # Recomputing (and atomically replacing the identical file) keeps every record complete.
@@ -361,36 +593,39 @@ def _run_distributed(
                 _run_one,
                 task,
                 config,
-                worker_spec,
+                self._worker_spec,
                 overwrite or not done,
                 process_fn,
-                threads,
-                retries=retries,
+                self._threads,
+                weights_arg,
+                retries=self.retries,
                 pure=False,
             )
             for task, done in zip(tasks, existed, strict=True)
         ]
         index = {future.key: i for i, future in enumerate(futures)}
         records: list[dict | None] = [None] * len(tasks)
-        bar = tqdm(total=len(futures), desc="movies", unit="movie", disable=not progress)
-        for future in as_completed(futures):
-            i = index[future.key]
-            task = tasks[i]
-            if future.status == "finished":
-                records[i] = future.result()
-            else:
-                exc = future.exception()
-                logger.error("%s failed after %d attempts: %s", task.movie_path, retries + 1, exc)
-                remove_stale_temps(task)
-                records[i] = _error_record(task, exc, retries + 1)
-            future.release()  # collected: a later worker death must not recompute this movie
-            bar.update()
-        bar.close()
+        bar = tqdm(total=len(futures), desc="movies", unit="movie", disable=not self.progress)
+        try:
+            for future in as_completed(futures):
+                i = index[future.key]
+                task = tasks[i]
+                if future.status == "finished":
+                    records[i] = future.result()
+                else:
+                    exc = future.exception()
+                    logger.error("%s failed after %d attempts: %s", task.movie_path, self.retries + 1, exc)
+                    remove_stale_temps(task)
+                    records[i] = _error_record(task, exc, self.retries + 1)
+                future.release()  # collected: a later worker death must not recompute this movie
+                bar.update()
+                if on_record is not None:
+                    on_record(i, records[i])
+        finally:
+            bar.close()
+            if weights_arg is not None:
+                weights_arg.release()
         return [r for r in records if r is not None]
-    finally:
-        client.close()
-        if own_cluster is not None:
-            own_cluster.close()
 
 
 def run_movie_tasks(
@@ -406,6 +641,8 @@ def run_movie_tasks(
     progress: bool = True,
     prefetch: bool = True,
     process_fn: ProcessFn = process_movie,
+    weights: dict | None = None,
+    on_record: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
     """Super-resolve a list of movies, in-process or as Dask tasks; one record per task, in order.
 
@@ -415,6 +652,8 @@ def run_movie_tasks(
     worker process per slot; when GPUs are used (``device_spec`` ``auto``/``cuda`` on a machine
     with CUDA) each worker is pinned to its own GPU through ``CUDA_VISIBLE_DEVICES``.
     ``scheduler`` connects to a running Dask scheduler; ``cluster`` submits dask-jobqueue jobs.
+    A one-shot form of ``MovieRunner(...).run(...)``; use ``MovieRunner`` directly to train once
+    (dataset mode) and run the movies on the same cluster.
 
     Parameters
     ----------
@@ -439,23 +678,33 @@ def run_movie_tasks(
     prefetch : bool
         In-process loop only: read ahead the next movie file in a background thread.
     process_fn : Callable
-        ``process_fn(task, config, device=, overwrite=) -> dict``; ``process_movie`` by default.
-        Must be picklable (a module-level function) for the Dask back ends.
+        ``process_fn(task, config, device=, overwrite=[, weights=]) -> dict``; ``process_movie``
+        by default. Must be picklable (a module-level function) for the Dask back ends.
+    weights : dict | None
+        zssr start weights for every movie (dataset mode), broadcast to the workers once.
+    on_record : Callable[[int, dict], None] | None
+        Called with ``(index, record)`` as each movie finishes.
 
     Returns
     -------
     records : list[dict]
-        One per task, in the order of ``tasks``: ``process_movie``'s record, or
+        One per task, in the order of ``tasks``: ``process_fn``'s record, or
         ``{"movie", "output", "error", "attempts"}`` for a movie that failed.
     """
     tasks = list(tasks)
-    _validate(tasks, workers, scheduler, cluster)
-    if retries < 0:
-        raise InputError(None, f"retries must be >= 0, got {retries}")
+    runner = MovieRunner(
+        device_spec=device_spec,
+        workers=workers,
+        scheduler=scheduler,
+        cluster=cluster,
+        retries=retries,
+        progress=progress,
+        prefetch=prefetch,
+    )
+    check_outputs(tasks)
     if not tasks:
         return []
-    if workers == 1 and scheduler is None and cluster is None:
-        return _run_in_process(tasks, config, device_spec, retries, overwrite, progress, process_fn, prefetch)
-    return _run_distributed(
-        tasks, config, device_spec, workers, scheduler, cluster, retries, overwrite, progress, process_fn
-    )
+    with runner:
+        return runner.run(
+            tasks, config, overwrite=overwrite, process_fn=process_fn, weights=weights, on_record=on_record
+        )
