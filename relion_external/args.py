@@ -46,6 +46,8 @@ PARAMS: dict[str, str] = {
     "enhance": "use the enhancement network (denoise + 2x) instead of --method (yes/no)",
     "model": "enhancement weights: 'default' (shipped) or a .pt from `cryosr train` (with --enhance)",
     "overwrite": "recompute micrographs whose output exists already (yes/no; default no = Continue skips them)",
+    "workers": "parallel worker processes (Dask LocalCluster, as `cryosr superres --workers`); with GPUs one per GPU "
+    "(--gpu lists them); --j threads are shared among them (default 1: in this process)",
     "verbose": "debug logging in run.out (yes/no)",
 }
 
@@ -128,7 +130,7 @@ class JobArgs:
     threads : int
         ``--j``.
     method, scale, device, gpu, iterations, tile, dose_per_frame, gain_ref, gain_rot, gain_flip, enhance, model,
-    overwrite, verbose :
+    overwrite, workers, verbose :
         User parameters (see ``PARAMS``); ``gpu`` is None when not given.
     """
 
@@ -149,6 +151,7 @@ class JobArgs:
     enhance: bool = False
     model: str = "default"
     overwrite: bool = False
+    workers: int = 1
     verbose: bool = False
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
@@ -172,6 +175,8 @@ class JobArgs:
             raise InputError(None, f"--gain_rot {self.gain_rot}: expected 0, 1, 2 or 3")
         if self.gain_flip not in (0, 1, 2):
             raise InputError(None, f"--gain_flip {self.gain_flip}: expected 0, 1 or 2")
+        if self.workers < 1:
+            raise InputError(None, f"--workers {self.workers}: need at least 1")
 
 
 def parse_args(argv: list[str]) -> JobArgs:
@@ -228,6 +233,7 @@ def parse_args(argv: list[str]) -> JobArgs:
         enhance=_as_bool("enhance", flags["enhance"]) if "enhance" in flags else False,
         model=(flags.get("model") or "default").strip(),
         overwrite=_as_bool("overwrite", flags["overwrite"]) if "overwrite" in flags else False,
+        workers=int(_as_number("workers", flags.get("workers") or "1", int)),
         verbose=_as_bool("verbose", flags["verbose"]) if "verbose" in flags else False,
         ignored=tuple(k for k in ("pipeline_control",) if k in flags),
     )

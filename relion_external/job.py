@@ -9,6 +9,7 @@ provenance JSON, ``RELION_OUTPUT_NODES.star`` and, last, ``RELION_JOB_EXIT_SUCCE
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -21,23 +22,36 @@ import torch
 
 from cryosr.core import __version__
 from cryosr.core.device import resolve_device
-from cryosr.core.errors import InputError
+from cryosr.core.errors import CryosrError, InputError
 from cryosr.core.io import atomic_path, read_mrc_header, read_star, write_star
 from cryosr.core.io.motion_star import RelionMotion, read_relion_motion
+from cryosr.core.scale.runner import run_movie_tasks
 from cryosr.core.superres.engine import SuperresConfig
 from cryosr.core.superres.pipeline import MovieTask, process_movie
 from cryosr.relion_external.args import JobArgs
+from cryosr.relion_external.logs import ensure_stdout_logging
 from cryosr.relion_external.nodes import detect_relion_version, output_nodes_blocks
 from cryosr.relion_external.star_rewrite import MicrographItem, output_blocks, plan_items
-from cryosr.relion_external.status import JobStatus
+from cryosr.relion_external.status import AbortWatcher, JobAborted, JobStatus
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OUTPUT_STAR", "PROVENANCE", "JobResult", "WorkItem", "run_job", "select_device"]
+__all__ = [
+    "OUTPUT_STAR",
+    "PROVENANCE",
+    "JobResult",
+    "WorkItem",
+    "process_relion_task",
+    "run_job",
+    "select_device",
+    "worker_devices",
+]
 
 OUTPUT_STAR = "micrographs.star"
 NODES_STAR = "RELION_OUTPUT_NODES.star"
 PROVENANCE = "cryosr_relion.json"
+#: Seconds between checks for RELION_JOB_ABORT_NOW while a micrograph is being computed.
+ABORT_POLL_S = 0.5
 _TMP_LEFTOVER = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # atomic_path's temp names, left by a killed run
 
 
@@ -76,13 +90,21 @@ class JobResult:
     seconds: float
 
 
+def _gpu_ids(gpu: str) -> list[int]:
+    """``"0"``, RELION's ``"0:1"``, ``"0,1"`` or ``""`` (bare flag) -> list of ids."""
+    try:
+        return [int(t) for t in re.split(r"[:,\s]+", gpu) if t]
+    except ValueError:
+        raise InputError(None, f"--gpu {gpu!r}: expected GPU ids such as 0 or 0:1") from None
+
+
 def select_device(gpu: str | None, device: str, visible: str | None = None) -> str:
-    """Device string from the ``gpu`` / ``device`` Params (§4.2 of the RELION notes).
+    """Device string from the ``gpu`` / ``device`` Params (§4.2 of the RELION notes), one process.
 
     ``gpu`` indexes within the visible set (a scheduler's ``CUDA_VISIBLE_DEVICES``): ``"1"`` -> ``cuda:1``,
-    RELION's ``"0:1"``/``"0,1"`` -> the first id, a bare ``--gpu`` -> the first visible GPU, a negative id
-    -> the CPU. Without ``gpu`` the ``device`` Param is used (default ``auto``: the first visible GPU if
-    any, else the CPU).
+    RELION's ``"0:1"``/``"0,1"`` -> the first id (several GPUs need ``--workers``), a bare ``--gpu`` -> the
+    first visible GPU, a negative id -> the CPU. Without ``gpu`` the ``device`` Param is used (default
+    ``auto``: the first visible GPU if any, else the CPU).
 
     Parameters
     ----------
@@ -95,19 +117,58 @@ def select_device(gpu: str | None, device: str, visible: str | None = None) -> s
     """
     if gpu is None:
         return device
-    tokens = [t for t in re.split(r"[:,\s]+", gpu) if t]
-    if not tokens:
+    ids = _gpu_ids(gpu)
+    if not ids:
         return "cuda"
-    try:
-        ids = [int(t) for t in tokens]
-    except ValueError:
-        raise InputError(None, f"--gpu {gpu!r}: expected GPU ids such as 0 or 0:1") from None
     if ids[0] < 0:
         return "cpu"
     if len(ids) > 1:
-        logger.warning("--gpu %s: cryosr-relion uses one GPU per job; using id %d (of CUDA_VISIBLE_DEVICES=%s)",
-                       gpu, ids[0], visible)  # fmt: skip
+        logger.warning("--gpu %s: one process uses one GPU; using id %d (of CUDA_VISIBLE_DEVICES=%s); "
+                       "add a Params row 'workers' to use them all", gpu, ids[0], visible)  # fmt: skip
     return f"cuda:{ids[0]}"
+
+
+def worker_devices(gpu: str | None, device: str, visible: str | None) -> tuple[str, str | None]:
+    """Device spec for ``run_movie_tasks`` with several workers, and the GPUs they may use.
+
+    Workers are pinned one per GPU by the runner, from ``CUDA_VISIBLE_DEVICES``. A ``--gpu`` list
+    (ids within the visible set, RELION's ``0:1`` or ``0,1``) narrows that set; a negative id or
+    ``--device cpu`` gives CPU workers; ``--device cuda:N`` means GPU N only.
+
+    Parameters
+    ----------
+    gpu : str | None
+        ``--gpu`` value, None when absent.
+    device : str
+        ``--device`` value.
+    visible : str | None
+        The current ``CUDA_VISIBLE_DEVICES``.
+
+    Returns
+    -------
+    device_spec : str
+        ``cpu``, ``cuda`` or ``auto``.
+    cuda_visible : str | None
+        New ``CUDA_VISIBLE_DEVICES`` for the run (physical ids), or None to leave it as it is.
+    """
+    spec = device.strip().lower()
+    if gpu is None:
+        if spec.startswith(("cuda:", "gpu:")):
+            gpu = spec.split(":", 1)[1]
+        else:
+            return spec, None
+    ids = _gpu_ids(gpu)
+    if not ids:
+        return "cuda", None
+    if ids[0] < 0:
+        return "cpu", None
+    pool = [v.strip() for v in visible.split(",") if v.strip()] if visible is not None else None
+    if pool is None:
+        return "cuda", ",".join(str(i) for i in dict.fromkeys(ids))
+    bad = [i for i in ids if i >= len(pool)]
+    if bad:
+        raise InputError(None, f"--gpu {gpu}: id {bad[0]} is not among the {len(pool)} visible GPU(s) ({visible})")
+    return "cuda", ",".join(pool[i] for i in dict.fromkeys(ids))
 
 
 def _exists(path: str | Path, what: str, star: Path) -> Path:
@@ -238,7 +299,7 @@ def _read_pipeline(project_dir: Path) -> tuple[dict | None, int | None]:
 
 
 class _Enhancer:
-    """The enhancement network at 2x, loaded once (``--enhance yes``)."""
+    """The enhancement network at 2x, loaded once per process and device (``--enhance yes``)."""
 
     def __init__(self, model: str, device: torch.device) -> None:
         from cryosr.core.enhance.infer import EnhanceConfig
@@ -270,6 +331,117 @@ class _Enhancer:
                 "method": "enhance", "seconds": result.seconds, "skipped": False}  # fmt: skip
 
 
+@functools.lru_cache(maxsize=2)
+def _enhancer(model: str, device: str) -> _Enhancer:
+    return _Enhancer(model, torch.device(device))
+
+
+def process_relion_task(task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False) -> dict:
+    """``process_fn`` of ``run_movie_tasks`` for one micrograph of an External job (in-process or on a worker).
+
+    Everything specific to the micrograph travels in ``task.extra`` (picklable, for Dask workers): its
+    own ``SuperresConfig`` (voltage and pre-exposure differ per optics group / movie), the job directory
+    (abort requests), the expected output pixel size, ``overwrite``/``enhance``/``model``, the torch
+    thread count and its ``[k/n]`` position for the progress line in run.out.
+
+    An abort request (``RELION_JOB_ABORT_NOW``) before or *during* the computation (polled every
+    ``ABORT_POLL_S`` s by ``AbortWatcher``, also inside zssr training) returns ``{"aborted": True}``
+    instead of raising, so the runner neither retries it nor counts it as a failure.
+
+    Parameters
+    ----------
+    task : MovieTask
+        Input, output and ``extra`` as built by ``run_job``.
+    config : SuperresConfig
+        Unused (the runner's shared config); ``task.extra["config"]`` is this micrograph's.
+    device : torch.device
+        Compute device chosen by the runner.
+    overwrite : bool
+        Unused; ``task.extra["overwrite"]`` decides (the runner forces it for missing outputs).
+
+    Returns
+    -------
+    record : dict
+        ``process_movie``'s record plus ``mode`` and the STAR name as ``output``; or a short record with
+        ``skipped`` or ``aborted``.
+    """
+    x = task.extra
+    if x.get("log_to_stdout"):
+        ensure_stdout_logging()
+    if x.get("threads"):
+        torch.set_num_threads(x["threads"])
+    status = JobStatus(Path(x["job_dir"]))
+    where = f"[{x['index']}/{x['total']}]"
+    base = {"movie": str(task.movie_path), "output": x["name"], "mode": x["mode"], "skipped": False}
+    if status.abort_requested():
+        return {**base, "aborted": True}
+    out_px = x["out_px"]
+    done = _output_complete(task.out_path, out_px)
+    if done and not x["overwrite"]:
+        logger.info("%s %s: done in an earlier run, skipped", where, x["name"])
+        return {**base, "skipped": True}
+    if task.out_path.exists() and not done:
+        logger.warning("%s is incomplete or stale; recomputing it", x["name"])
+    t0 = time.perf_counter()
+    try:
+        with AbortWatcher(status, x.get("abort_poll_s", ABORT_POLL_S)):
+            if x["enhance"]:
+                record = _enhancer(x["model"], str(device))(task)
+            else:
+                record = process_movie(task, x["config"], device=device, overwrite=True)
+    except JobAborted:
+        logger.warning("%s %s: abort requested during the computation; stopped", where, x["name"])
+        return {**base, "aborted": True}
+    if abs(record["output_pixel_size_a"] - out_px) > 1e-4 * out_px:
+        raise RuntimeError(f"{task.out_path}: pixel size {record['output_pixel_size_a']} A, expected {out_px} A")
+    record.update(mode=x["mode"], output=x["name"])
+    logger.info("%s %s -> %s (%s, %.1f s)", where, x["source"], x["name"], x["mode"], time.perf_counter() - t0)
+    return record
+
+
+def _tasks(args: JobArgs, work: list[WorkItem], configs: list[SuperresConfig], status: JobStatus,
+           project_dir: Path, distributed: bool) -> list[MovieTask]:  # fmt: skip
+    """The MovieTasks handed to ``run_movie_tasks`` (absolute paths on workers: they may run elsewhere)."""
+    root = project_dir.resolve() if distributed else None
+
+    def place(path: Path | None) -> Path | None:
+        return path if path is None or root is None else root / path
+
+    threads = max(1, args.threads // args.workers)
+    tasks = []
+    for k, (w, config) in enumerate(zip(work, configs), 1):
+        extra = {
+            "config": config, "job_dir": str(place(status.job_dir)), "out_px": w.item.pixel_size_a / args.scale,
+            "overwrite": args.overwrite, "enhance": args.enhance, "model": args.model, "mode": w.mode,
+            "name": w.item.output, "source": w.item.source, "index": k, "total": len(work),
+            "threads": threads if distributed else None, "log_to_stdout": distributed,
+        }  # fmt: skip
+        tasks.append(dataclasses.replace(w.task, movie_path=place(w.task.movie_path), out_path=place(w.task.out_path),
+                                         gain_path=place(w.task.gain_path), extra=extra))  # fmt: skip
+    return tasks
+
+
+def _run_tasks(args: JobArgs, tasks: list[MovieTask], config: SuperresConfig, visible: str | None) -> list[dict]:
+    """Run the tasks in this process (``workers 1``) or on a local Dask cluster, through ``run_movie_tasks``."""
+    if args.workers == 1:
+        return run_movie_tasks(tasks, config, device_spec=select_device(args.gpu, args.device, visible),
+                               progress=False, process_fn=process_relion_task)  # fmt: skip
+    spec, cuda_visible = worker_devices(args.gpu, args.device, visible)
+    logger.info("%d Dask workers (%d torch threads each), device %s%s", args.workers, max(1, args.threads // args.workers),
+                spec, f", GPUs {cuda_visible}" if cuda_visible else "")  # fmt: skip
+    if cuda_visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible  # the runner pins workers from it
+    try:
+        return run_movie_tasks(tasks, config, device_spec=spec, workers=args.workers, progress=False,
+                               process_fn=process_relion_task)  # fmt: skip
+    finally:
+        if cuda_visible is not None:
+            if visible is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
 def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, project_dir: Path = Path(".")) -> JobResult:
     """Run the External job (everything except the final success marker).
 
@@ -292,6 +464,8 @@ def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, pro
     ------
     InputError
         Bad input (nothing is registered).
+    CryosrError
+        Some micrographs failed (the finished ones are kept for Continue; nothing is registered).
     JobAborted
         ``RELION_JOB_ABORT_NOW`` appeared.
     """
@@ -313,32 +487,37 @@ def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, pro
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     device = resolve_device(select_device(args.gpu, args.device, visible))
+    if args.workers > 1:
+        worker_devices(args.gpu, args.device, visible)  # a bad --gpu list fails before any output
     logger.info("cryosr-relion %s: %d micrographs from %s, method %s, device %s (CUDA_VISIBLE_DEVICES=%s), %d threads",
                 __version__, len(work), args.input_star, "enhance" if args.enhance else configs[0].method, device,
-                visible, torch.get_num_threads())  # fmt: skip
-    enhancer = _Enhancer(args.model, device) if args.enhance else None
+                visible, args.threads)  # fmt: skip
+    if args.enhance:
+        _enhancer(args.model, str(device))  # bad weights fail before any output
 
-    records, n_skipped = [], 0
-    for k, (w, config) in enumerate(zip(work, configs), 1):
-        status.check_abort()
-        out_px = w.item.pixel_size_a / args.scale
-        done = _output_complete(w.task.out_path, out_px)
-        if done and not args.overwrite:
-            n_skipped += 1
-            records.append({"movie": str(w.task.movie_path), "output": w.item.output, "skipped": True})
-            logger.info("[%d/%d] %s: done in an earlier run, skipped", k, len(work), w.item.output)
-            continue
-        if w.task.out_path.exists() and not done:
-            logger.warning("%s is incomplete or stale; recomputing it", w.task.out_path)
-        t0 = time.perf_counter()
-        record = enhancer(w.task) if enhancer is not None else process_movie(w.task, config, device=device, overwrite=True)
-        if abs(record["output_pixel_size_a"] - out_px) > 1e-4 * out_px:
-            raise RuntimeError(f"{w.task.out_path}: pixel size {record['output_pixel_size_a']} A, expected {out_px} A")
-        record["mode"] = w.mode
-        records.append(record)
-        logger.info("[%d/%d] %s -> %s (%s, %.1f s)", k, len(work), w.item.source, w.item.output, w.mode,
-                    time.perf_counter() - t0)  # fmt: skip
+    tasks = _tasks(args, work, configs, status, project_dir, distributed=args.workers > 1)
+    records: list[dict | None] = [None] * len(tasks)
+    todo = []
+    for i, task in enumerate(tasks):  # Continue: finished micrographs need no worker
+        if not args.overwrite and _output_complete(task.out_path, task.extra["out_px"]):
+            records[i] = {"movie": str(work[i].task.movie_path), "output": work[i].item.output, "skipped": True}
+            logger.info("[%d/%d] %s: done in an earlier run, skipped", i + 1, len(tasks), work[i].item.output)
+        else:
+            todo.append(i)
     status.check_abort()
+    if todo:
+        for i, record in zip(todo, _run_tasks(args, [tasks[i] for i in todo], configs[todo[0]], visible)):
+            records[i] = record
+    status.check_abort()
+    if any(r.get("aborted") for r in records):
+        raise JobAborted("abort requested")
+    failed = [r for r in records if "error" in r]
+    if failed:
+        raise CryosrError(
+            f"{len(failed)} of {len(records)} micrographs failed (finished ones are kept for Continue); "
+            f"first: {' '.join(str(failed[0]['error']).split())}"
+        )
+    n_skipped = sum(bool(r.get("skipped")) for r in records)
 
     out_star = write_star(job_dir / OUTPUT_STAR, out_blocks)
     pipeline, tag = _read_pipeline(project_dir)
@@ -349,6 +528,7 @@ def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, pro
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
         "relion_version": version,
         "device": str(device),
+        "workers": args.workers,
         "micrographs": records,
     }
     with atomic_path(job_dir / PROVENANCE, overwrite=True) as tmp:

@@ -2,14 +2,19 @@
 
 RELION runs it from the project directory with stdout appended to ``<job>/run.out`` and stderr to
 ``<job>/run.err``; only the marker files tell RELION how it ended. Progress and information go to stdout;
-the one-line reason of a failure goes to stderr.
+the one-line reason of a failure goes to stderr. A SIGTERM (``scancel``, ``qdel``, ``kill``) or Ctrl-C
+ends the run like RELION's Abort: ``RELION_JOB_EXIT_ABORTED``, finished micrographs kept for Continue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,6 +23,7 @@ from cryosr.core import __version__
 from cryosr.core.errors import CryosrError
 from cryosr.relion_external.args import find_output_dir, help_text, parse_args
 from cryosr.relion_external.job import run_job
+from cryosr.relion_external.logs import StdoutHandler
 from cryosr.relion_external.status import JobAborted, JobStatus
 
 __all__ = ["main"]
@@ -25,16 +31,25 @@ __all__ = ["main"]
 PROG = "cryosr-relion"
 
 
-class _CurrentStdout(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is at emit time (run.out under RELION; captured in tests)."""
+class Terminated(BaseException):
+    """SIGTERM arrived (a BaseException, so no ``except Exception`` on the way retries the micrograph)."""
 
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stdout
 
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
+def _terminate(signum, frame) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` while the job runs (main thread only; restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(status: JobStatus | None, message: str) -> None:
@@ -64,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG} {__version__}")
         return 0
     log = logging.getLogger("cryosr")
-    handler = _CurrentStdout()
-    handler.setFormatter(logging.Formatter(f"{PROG} %(levelname)s: %(message)s"))
+    handler = StdoutHandler()
     old_level, old_threads = log.level, torch.get_num_threads()
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -79,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             log.setLevel(logging.DEBUG)
         status = JobStatus(args.out_dir)
         torch.set_num_threads(args.threads)
-        run_job(args, status, argv=argv, project_dir=Path("."))
+        with _sigterm_as_exception():
+            run_job(args, status, argv=argv, project_dir=Path("."))
         status.mark_success()
         return 0
-    except JobAborted:
-        log.warning("abort requested (RELION_JOB_ABORT_NOW): stopping; finished micrographs are kept for Continue")
+    except (JobAborted, Terminated, KeyboardInterrupt) as exc:
+        why = "abort requested (RELION_JOB_ABORT_NOW)" if isinstance(exc, JobAborted) else f"stopped by {str(exc) or 'Ctrl-C'}"
+        log.warning("%s: stopping; finished micrographs are kept for Continue", why)
         if status is not None:
             status.mark_aborted()
         return 1

@@ -7,13 +7,16 @@ appears, so the success marker is always written last.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ABORTED", "ABORT_NOW", "EXIT_MARKERS", "FAILURE", "SUCCESS", "JobAborted", "JobStatus"]
+__all__ = ["ABORTED", "ABORT_NOW", "EXIT_MARKERS", "FAILURE", "SUCCESS", "AbortWatcher", "JobAborted", "JobStatus"]
 
 SUCCESS = "RELION_JOB_EXIT_SUCCESS"
 FAILURE = "RELION_JOB_EXIT_FAILURE"
@@ -96,3 +99,90 @@ class JobStatus:
             logger.error("could not write %s: %s", self.job_dir / name, exc)
             return False
         return True
+
+
+def _importing(thread_id: int) -> bool:
+    """Whether the thread is inside an import (torch imports modules lazily, e.g. at the first optimiser step).
+
+    An exception raised there would leave a half-initialised module in ``sys.modules`` for the rest of
+    the process, so the abort waits until the import has finished.
+    """
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Schedule ``exc_type`` in another thread (None: cancel a scheduled one); CPython's async exception."""
+    obj = ctypes.py_object(exc_type) if exc_type is not None else None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), obj)
+
+
+class AbortWatcher:
+    """Abort polling *inside* long computations (zssr training, network inference), engine-agnostic.
+
+    While the ``with`` block runs, a daemon thread checks for ``RELION_JOB_ABORT_NOW`` every
+    ``interval_s`` seconds; when it appears, ``JobAborted`` is raised in the thread that entered the
+    block at its next Python bytecode (CPython's ``PyThreadState_SetAsyncExc``; a long C call such as
+    one FFT finishes first). Training loops are Python loops over optimiser steps, so an abort takes
+    effect within one step, without a callback in the engine. It waits while that thread is importing
+    a module (torch imports some lazily; an exception there would break the module for the rest of the
+    process). Outputs are written through ``atomic_path``, whose cleanup runs on any exception, so
+    nothing half-written remains.
+
+    Leaving the block cancels a scheduled but undelivered exception under a lock shared with the
+    poller, so ``JobAborted`` is raised inside the block or by ``__exit__``, never later.
+
+    Parameters
+    ----------
+    status : JobStatus
+        Marker files of the job directory.
+    interval_s : float
+        Polling interval in seconds.
+    """
+
+    def __init__(self, status: JobStatus, interval_s: float = 0.5) -> None:
+        self.status = status
+        self.interval_s = interval_s
+        self.fired = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._active = False
+        self._target = 0
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> AbortWatcher:
+        self.status.check_abort()
+        self._target = threading.get_ident()
+        self._active = True
+        self._thread = threading.Thread(target=self._poll, name="relion-abort-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if not self.status.abort_requested():
+                continue
+            with self._lock:
+                if not self._active:
+                    return
+                if _importing(self._target):
+                    continue  # try again after the import
+                self.fired = True
+                _raise_in_thread(self._target, JobAborted)
+                return
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        with self._lock:
+            self._active = False
+            if self.fired:
+                _raise_in_thread(self._target, None)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.fired and exc_type is None:
+            raise JobAborted(f"{self.status.job_dir / ABORT_NOW} found")
+        return False

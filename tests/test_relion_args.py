@@ -8,7 +8,7 @@ import pytest
 
 from cryosr.core.errors import InputError
 from cryosr.relion_external.args import find_output_dir, parse_args, tokenize
-from cryosr.relion_external.job import select_device
+from cryosr.relion_external.job import select_device, worker_devices
 
 
 def test_tokenize_relion_command_line():
@@ -87,3 +87,31 @@ def test_select_device(gpu, device, expected):
 def test_select_device_rejects_garbage():
     with pytest.raises(InputError, match="--gpu 'a'"):
         select_device("a", "auto")
+
+
+@pytest.mark.parametrize(
+    ("gpu", "device", "visible", "expected"),
+    [
+        (None, "auto", None, ("auto", None)),
+        (None, "cpu", "0,1", ("cpu", None)),
+        ("-1", "auto", "0,1", ("cpu", None)),
+        ("", "auto", "0,1", ("cuda", None)),  # bare --gpu: every visible GPU
+        ("0:1", "auto", "4,5,6", ("cuda", "4,5")),  # ids index the scheduler's allocation
+        ("2,0", "auto", "4,5,6", ("cuda", "6,4")),
+        ("0,1", "auto", None, ("cuda", "0,1")),
+        (None, "cuda:1", "4,5", ("cuda", "5")),
+    ],
+)
+def test_worker_devices(gpu, device, visible, expected):
+    assert worker_devices(gpu, device, visible) == expected
+
+
+def test_worker_devices_rejects_ids_outside_the_allocation():
+    with pytest.raises(InputError, match="id 2 is not among the 2 visible GPU"):
+        worker_devices("0,2", "auto", "4,5")
+
+
+def test_workers_param():
+    assert parse_args("--o External/job003/ --in_mics m.star --workers 3 --j 6".split()).workers == 3
+    with pytest.raises(InputError, match="--workers 0"):
+        parse_args("--o External/job003/ --in_mics m.star --workers 0 --j 1".split())

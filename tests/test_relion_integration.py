@@ -1,14 +1,18 @@
 """cryosr-relion inside a real RELION 3.1 pipeline, with the real binaries.
 
 simulate -> relion_run_motioncorr --use_own -> our External job run by relion_pipeliner (RELION builds the
-command line and reads our output node) -> relion_preprocess extraction at the true particle coordinates on
-the super-resolved grid with the true CTF -> relion_reconstruct with the true angles.
+command line, with a bare Params flag, "Additional arguments" and, because the executable's path contains
+``relion_``, its own ``--pipeline_control``; it reads our output node) -> relion_preprocess extraction at the
+true particle coordinates on the super-resolved grid with the true CTF -> relion_reconstruct with the true
+angles. Along the way: the per-frame shifts RELION's MotionCorr stored are the ones our job used, and they
+match the simulator's true drift (a sign or axis error would not).
 
 Skipped when RELION is not installed; a failure when CI=true (CI installs the Debian ``relion`` package).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.io import read_micrograph, read_star, write_star
@@ -64,20 +69,38 @@ def test_external_job_in_real_relion_pipeline(tmp_path, relion_env):
         "--patch_y", "1", "--dose_weighting", "--skip_defect"], proj, env)  # fmt: skip
     assert (proj / "MotionCorr/job002/corrected_micrographs.star").exists()
 
-    # 2. our External job, created and run by RELION's pipeliner
-    options = ";".join([f"fn_exe == {exe}", "in_mic == MotionCorr/job002/corrected_micrographs.star",
+    # 2. our External job, created and run by RELION's pipeliner; "relion_" in the executable's path makes
+    #    RELION append --pipeline_control, which must be accepted
+    plugins = tmp_path / "relion_plugins"
+    plugins.mkdir()
+    (plugins / "cryosr-relion").symlink_to(exe)
+    options = ";".join([f"fn_exe == {plugins / 'cryosr-relion'}", "in_mic == MotionCorr/job002/corrected_micrographs.star",
                         "param1_label == method", "param1_value == wiener", "param2_label == verbose",
-                        "nr_threads == 1"])  # fmt: skip
+                        "nr_threads == 1", "other_args == --overwrite no"])  # fmt: skip
     sh(["relion_pipeliner", "--addJob", "External", "--addJobOptions", options], proj, env)
     sh(["relion_pipeliner", "--RunJobs", f"{JOB}/", "--sec_wait_after", "1"], proj, env)
     job = proj / JOB
     assert (job / "RELION_JOB_EXIT_SUCCESS").exists(), (job / "run.err").read_text()
+    note = " ".join((job / "note.txt").read_text().split())  # the command RELION built, whitespace collapsed
+    assert "--verbose --j 1 --overwrite no --pipeline_control External/job003/" in note
     pipeline = read_star(proj / "default_pipeline.star")
     procs = pipeline["pipeline_processes"].set_index("rlnPipeLineProcessName")
     assert procs.loc[f"{JOB}/", "rlnPipeLineProcessType"] == 99 and procs.loc[f"{JOB}/", "rlnPipeLineProcessStatus"] == 2
     nodes = pipeline["pipeline_nodes"].set_index("rlnPipeLineNodeName")["rlnPipeLineNodeType"]
     assert nodes[f"{JOB}/micrographs.star"] == 1
-    assert "--in_mics MotionCorr/job002/corrected_micrographs.star --method wiener --verbose" in (job / "note.txt").read_text()
+    assert "--in_mics MotionCorr/job002/corrected_micrographs.star --method wiener --verbose" in note
+    assert "[2/2] MotionCorr/job002/Movies/movie_0002.mrc -> External/job003/Movies/movie_0002.mrc (movie" in (
+        job / "run.out"
+    ).read_text()
+    # the job used RELION's own MotionCorr shifts (not re-estimated), and they agree with the true drift
+    for record in json.loads((job / "cryosr_relion.json").read_text())["micrographs"]:
+        assert record["mode"] == "movie" and record["info"]["shifts"] == "given"
+        truth = read_star(proj / "truth" / f"{Path(record['movie']).stem}_shifts.star")["global_shift"]
+        true_yx = torch.tensor(truth[["rlnMicrographShiftY", "rlnMicrographShiftX"]].to_numpy(), dtype=torch.float32)
+        used_yx = torch.tensor(record["shifts_yx_px"])
+        drift = float((true_yx[-1] - true_yx[0]).norm())
+        rms = float((used_yx - used_yx[0] - (true_yx - true_yx[0])).norm(dim=1).pow(2).mean().sqrt())
+        assert drift > 5 and rms < 0.2 * drift, (drift, rms)
     # RELION itself reads our STAR: halved pixel size, names under the job directory
     px = sh(["relion_star_printtable", f"{JOB}/micrographs.star", "data_optics", "rlnMicrographPixelSize"], proj, env)
     assert [float(v) for v in px.split()] == [0.5]

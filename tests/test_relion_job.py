@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,13 +22,20 @@ from cryosr.relion_external.status import ABORT_NOW, ABORTED, FAILURE, SUCCESS, 
 
 JOB = "External/job003"
 SHIFTS_YX = torch.tensor([[0.0, 0.0], [0.5, -0.25], [1.0, -0.5], [1.5, -0.75]])
+DATA = Path(__file__).resolve().parent / "data" / "relion"
+
+
+def drift(t: int) -> torch.Tensor:
+    """`(t, 2)` straight drift of 0.5 px (y) and -0.25 px (x) per frame (``SHIFTS_YX`` for 4 frames)."""
+    return torch.arange(t, dtype=torch.float32)[:, None] * torch.tensor([0.5, -0.25])
 PIPELINE_31 = "data_pipeline_general\n\n_rlnPipeLineJobCounter 4\n\ndata_pipeline_nodes\nloop_\n" \
               "_rlnPipeLineNodeName #1\n_rlnPipeLineNodeType #2\nMotionCorr/job002/corrected_micrographs.star 1\n"  # fmt: skip
 
 
-def make_project(root: Path, n: int = 2, size: int = 32, pixel_sizes: tuple[float, ...] = (1.0,)) -> None:
+def make_project(root: Path, n: int = 2, size: int = 32, pixel_sizes: tuple[float, ...] = (1.0,), t: int = 4) -> None:
     """Movies with known shifts, movies.star, and a MotionCorr-style corrected_micrographs.star + metadata."""
     g = torch.Generator().manual_seed(1)
+    shifts_yx = drift(t)
     optics = pd.DataFrame({
         "rlnOpticsGroupName": [f"opticsGroup{i + 1}" for i in range(len(pixel_sizes))],
         "rlnOpticsGroup": list(range(1, len(pixel_sizes) + 1)),
@@ -39,18 +49,19 @@ def make_project(root: Path, n: int = 2, size: int = 32, pixel_sizes: tuple[floa
     for i in range(n):
         group = i % len(pixel_sizes) + 1
         ref = 20 + 10 * torch.rand(size, size, generator=g)
-        frames = torch.poisson(fourier_shift(ref.expand(4, size, size), SHIFTS_YX).clamp_min(0), generator=g)
+        frames = torch.poisson(fourier_shift(ref.expand(t, size, size), shifts_yx).clamp_min(0), generator=g)
         movie = f"Movies/day1/mov_{i:02d}.mrcs"
         write_mrc(root / movie, frames, pixel_sizes[group - 1])
         mic = f"MotionCorr/job002/Movies/day1/mov_{i:02d}.mrc"
         write_mrc(root / mic, frames.sum(0), pixel_sizes[group - 1])
         # RELION stores the correction it applies (minus the content motion), in unbinned movie pixels
-        general = {"rlnImageSizeX": size, "rlnImageSizeY": size, "rlnImageSizeZ": 4, "rlnMicrographMovieName": movie,
+        general = {"rlnImageSizeX": size, "rlnImageSizeY": size, "rlnImageSizeZ": t, "rlnMicrographMovieName": movie,
                    "rlnMicrographBinning": 1.0, "rlnMicrographOriginalPixelSize": pixel_sizes[group - 1],
                    "rlnMicrographDoseRate": 1.5, "rlnMicrographPreExposure": 0.0, "rlnVoltage": 300.0,
                    "rlnMicrographStartFrame": 1, "rlnMotionModelVersion": 0}  # fmt: skip
-        shifts = pd.DataFrame({"rlnMicrographFrameNumber": [1, 2, 3, 4], "rlnMicrographShiftX": (-SHIFTS_YX[:, 1]).tolist(),
-                               "rlnMicrographShiftY": (-SHIFTS_YX[:, 0]).tolist()})  # fmt: skip
+        shifts = pd.DataFrame({"rlnMicrographFrameNumber": list(range(1, t + 1)),
+                               "rlnMicrographShiftX": (-shifts_yx[:, 1]).tolist(),
+                               "rlnMicrographShiftY": (-shifts_yx[:, 0]).tolist()})  # fmt: skip
         write_star(root / mic.replace(".mrc", ".star"), {"general": general, "global_shift": shifts})
         movies.append((movie, group))
         mics.append((f"MotionCorr/job002/Movies/day1/mov_{i:02d}_PS.mrc", mic, mic.replace(".mrc", ".star"), group,
@@ -197,12 +208,13 @@ def test_abort_between_micrographs(project, monkeypatch):
     assert (job / SUCCESS).exists() and not (job / ABORTED).exists()
 
 
-def _expect_failure(project, capsys, code, needle, *extra, inp=None):
+def _expect_failure(project, capsys, code, needle, *extra, inp=None, keep_outputs=False):
     kwargs = {} if inp is None else {"inp": inp}
     assert run(*extra, **kwargs) == code
     job = project / JOB
     assert (job / FAILURE).exists() and not (job / SUCCESS).exists()
-    assert not (job / "RELION_OUTPUT_NODES.star").exists() and not (job / "Movies").exists()
+    assert not (job / "RELION_OUTPUT_NODES.star").exists()
+    assert keep_outputs or not (job / "Movies").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cryosr-relion: error:") and needle in err[0], err
 
@@ -301,3 +313,142 @@ def test_enhance_uses_the_network_at_2x(project, tmp_path):
 
 def test_enhance_without_weights_fails_before_output(project, capsys):
     _expect_failure(project, capsys, 2, "missing.pt", "--enhance", "--model", "missing.pt")
+
+
+def test_abort_inside_zssr_training(tmp_path, monkeypatch, capsys):
+    # 6-frame movies so zssr can train; a million optimiser steps would take far longer than the test allows
+    make_project(tmp_path, n=2, t=6)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(job_module, "ABORT_POLL_S", 0.1)
+    job = tmp_path / JOB
+    job.mkdir(parents=True)
+    timer = threading.Timer(1.5, (job / ABORT_NOW).touch)  # the user presses Abort while the network trains
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        code = run("--method", "zssr", "--iterations", "1000000")
+    finally:
+        timer.cancel()
+    elapsed = time.perf_counter() - t0
+    assert code == 1 and elapsed < 20, elapsed
+    assert (job / ABORTED).exists() and not (job / ABORT_NOW).exists() and not (job / SUCCESS).exists()
+    assert not (job / "Movies/day1/mov_00.mrc").exists() and not list(job.rglob("*.tmp"))
+    assert not (job / "micrographs.star").exists() and not (job / "RELION_OUTPUT_NODES.star").exists()
+    assert "[1/2] External/job003/Movies/day1/mov_00.mrc: abort requested during the computation" in capsys.readouterr().out
+
+
+def test_sigterm_ends_the_job_as_aborted(project, monkeypatch, capsys):
+    real = job_module.process_movie
+    before = signal.getsignal(signal.SIGTERM)
+
+    def process_then_sigterm(task, config, **kwargs):
+        record = real(task, config, **kwargs)
+        signal.raise_signal(signal.SIGTERM)  # scancel / qdel while the job runs
+        return record
+
+    monkeypatch.setattr(job_module, "process_movie", process_then_sigterm)
+    assert run() == 1
+    job = project / JOB
+    assert (job / ABORTED).exists() and not (job / SUCCESS).exists() and not (job / FAILURE).exists()
+    assert not (job / "RELION_OUTPUT_NODES.star").exists()
+    assert (job / "Movies/day1/mov_00.mrc").exists() and not (job / "Movies/day1/mov_01.mrc").exists()
+    assert "stopped by signal SIGTERM" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_corrupt_movie_fails_after_the_others_and_continue_recovers(project, capsys):
+    movie = project / "Movies/day1/mov_01.mrcs"
+    good = movie.read_bytes()
+    movie.write_bytes(b"not an MRC file")  # exists (so planning passes), unreadable when processed
+    _expect_failure(project, capsys, 2, "1 of 2 micrographs failed", keep_outputs=True)
+    job = project / JOB
+    assert (job / "Movies/day1/mov_00.mrc").exists() and not (job / "Movies/day1/mov_01.mrc").exists()
+    assert not (job / "micrographs.star").exists()
+    movie.write_bytes(good)
+    assert run() == 0  # Continue: only the failed one is computed
+    records = json.loads((job / "cryosr_relion.json").read_text())["micrographs"]
+    assert [r["skipped"] for r in records] == [True, False]
+    assert (job / SUCCESS).exists() and not (job / FAILURE).exists()
+
+
+def test_output_that_cannot_be_written_fails_cleanly(project, capsys):
+    # a file where the output sub-directory must go: fails for root too (unlike chmod)
+    (project / JOB).mkdir(parents=True)
+    (project / JOB / "Movies").write_text("in the way")
+    _expect_failure(project, capsys, 2, "2 of 2 micrographs failed", keep_outputs=True)
+    assert not (project / JOB / "micrographs.star").exists()
+
+
+@pytest.mark.parametrize(
+    ("general", "needle"),
+    [({"rlnMicrographOriginalPixelSize": 1.3}, "movie pixel size 1.3 A differs from the micrograph pixel size 1.0 A"),
+     ({"rlnMicrographBinning": 2.0}, "MotionCorr binned the movie by 2")],  # fmt: skip
+)
+def test_inconsistent_motion_metadata_fails_before_output(project, capsys, general, needle):
+    meta = project / "MotionCorr/job002/Movies/day1/mov_01.star"
+    blocks = read_star(meta)
+    blocks["general"].update(general)
+    write_star(meta, blocks)
+    _expect_failure(project, capsys, 2, needle)
+
+
+V4_PIPELINE = """
+# version 30001
+
+data_pipeline_general
+
+_rlnPipeLineJobCounter                       4
+
+# version 30001
+
+data_pipeline_nodes
+
+loop_
+_rlnPipeLineNodeName #1
+_rlnPipeLineNodeTypeLabel #2
+MotionCorr/job002/corrected_micrographs.star MicrographsData.star.relion.motioncorr
+"""
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "expected"),
+    [
+        ((DATA / "relion5__default_pipeline.star").read_text(), {
+            "rlnPipeLineNodeTypeLabel": ["MicrographGroupMetadata.star.relion"], "rlnPipeLineNodeTypeLabelDepth": [1],
+            "rlnPipeLineNodeType": [1]}),
+        (V4_PIPELINE, {"rlnPipeLineNodeTypeLabel": ["MicrographsData.star.relion"], "rlnPipeLineNodeType": [1]}),
+        ("data_pipeline_general\n\n_rlnPipeLineJobCounter 4\n", {
+            "rlnPipeLineNodeTypeLabel": ["MicrographGroupMetadata.star.relion"], "rlnPipeLineNodeType": [1]}),
+    ],  # fmt: skip
+    ids=["5.0", "4.0", "unknown"],
+)
+def test_output_node_form_follows_the_project_pipeline(project, pipeline, expected):
+    (project / "default_pipeline.star").write_text(pipeline)
+    assert run() == 0
+    nodes = read_star(project / JOB / "RELION_OUTPUT_NODES.star")["output_nodes"].to_dict("list")
+    assert nodes == {"rlnPipeLineNodeName": [f"{JOB}/micrographs.star"], **expected}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::RuntimeWarning:distributed",
+                            "ignore::UserWarning:distributed")  # fmt: skip
+def test_two_dask_workers_give_the_same_outputs_as_one_process(tmp_path, monkeypatch, capfd):
+    pytest.importorskip("distributed")
+    make_project(tmp_path, n=3)
+    monkeypatch.chdir(tmp_path)
+    common = "--in_mics MotionCorr/job002/corrected_micrographs.star --method wiener --j 2".split()
+    assert main(["--o", "External/job003/", *common, "--workers", "1"]) == 0
+    assert main(["--o", "External/job004/", *common, "--workers", "2"]) == 0
+    one, two = (read_star(f"External/job00{i}/micrographs.star") for i in (3, 4))
+    assert one["optics"].equals(two["optics"])
+    names = two["micrographs"]["rlnMicrographName"].tolist()
+    assert [n.replace("job004", "job003") for n in names] == one["micrographs"]["rlnMicrographName"].tolist()
+    for name in names:
+        torch.testing.assert_close(read_micrograph(name).data, read_micrograph(name.replace("job004", "job003")).data,
+                                   rtol=1e-6, atol=1e-6)  # fmt: skip
+    provenance = json.loads(Path("External/job004/cryosr_relion.json").read_text())
+    assert provenance["workers"] == 2 and [r["mode"] for r in provenance["micrographs"]] == ["movie"] * 3
+    out = capfd.readouterr().out
+    assert "3 Dask workers" not in out and "2 Dask workers (1 torch threads each)" in out
+    # the workers' progress lines reach run.out (they inherit stdout)
+    assert all(f"[{k}/3] MotionCorr/job002/Movies/day1/mov_0{k - 1}.mrc -> External/job004/" in out for k in (1, 2, 3))

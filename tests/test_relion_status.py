@@ -1,0 +1,57 @@
+"""RELION marker files and ``AbortWatcher``: an abort request interrupts a running computation."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from cryosr.relion_external.status import ABORT_NOW, AbortWatcher, JobAborted, JobStatus
+
+
+@pytest.fixture
+def status(tmp_path):
+    job = tmp_path / "External/job001"
+    job.mkdir(parents=True)
+    return JobStatus(job)
+
+
+def test_abort_interrupts_a_python_loop(status):
+    t0 = time.perf_counter()
+    with pytest.raises(JobAborted), AbortWatcher(status, interval_s=0.05) as watcher:
+        (status.job_dir / ABORT_NOW).touch()
+        while time.perf_counter() - t0 < 30:  # stands for training steps
+            sum(range(1000))
+    assert watcher.fired and time.perf_counter() - t0 < 5
+
+
+def test_no_abort_means_no_exception_later(status):
+    with AbortWatcher(status, interval_s=0.05) as watcher:
+        pass
+    (status.job_dir / ABORT_NOW).touch()  # after the block: nobody is interrupted
+    time.sleep(0.3)
+    assert not watcher.fired
+
+
+def test_abort_requested_before_the_block_raises_at_once(status):
+    (status.job_dir / ABORT_NOW).touch()
+    with pytest.raises(JobAborted), AbortWatcher(status):
+        pytest.fail("the block must not run")
+
+
+def test_abort_waits_until_an_import_has_finished(status, tmp_path, monkeypatch):
+    # torch imports modules lazily (e.g. torch._dynamo at the first optimiser step); an exception raised
+    # mid-import would leave a broken module in sys.modules for the rest of the process
+    name = "cryosr_test_slow_import_module"
+    (tmp_path / f"{name}.py").write_text("import time\ntime.sleep(0.6)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(JobAborted), AbortWatcher(status, interval_s=0.05):
+        (status.job_dir / ABORT_NOW).touch()
+        __import__(name)
+        assert sys.modules[name].DONE
+        for _ in range(500):
+            time.sleep(0.01)
+    assert sys.modules[name].DONE
+    del sys.modules[name]
