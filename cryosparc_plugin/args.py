@@ -64,6 +64,9 @@ class PluginConfig:
         Local folder for downloads/uploads in ``upload`` mode (default: a temporary folder).
     limit : int | None
         Process only the first N exposures (tests, trials).
+    workers : int
+        Parallel worker processes (a Dask LocalCluster through ``run_movie_tasks``, as
+        ``cryosr superres --workers``); 1 = in this process. Needs the project directory here.
     """
 
     project_uid: str
@@ -83,6 +86,7 @@ class PluginConfig:
     project_dir: Path | None = None
     scratch_dir: Path | None = None
     limit: int | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for opt, value, prefix in (
@@ -100,6 +104,10 @@ class PluginConfig:
             raise InputError(None, f"--method {self.method!r}: use one of {', '.join(known_methods())}")
         if self.limit is not None and self.limit < 1:
             raise InputError(None, f"--limit {self.limit}: must be at least 1")
+        if self.workers < 1:
+            raise InputError(None, f"--workers {self.workers}: must be at least 1")
+        if self.workers > 1 and self.transfer == "upload":
+            raise InputError(None, "--workers > 1 needs the project directory here: use --transfer direct or auto")
         if self.url is not None and not re.match(r"^https?://", self.url):
             raise InputError(None, f"--url {self.url!r}: give the scheme, e.g. http://{self.url}")
 
@@ -141,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sr.add_argument("--no-motion", action="store_true", help="ignore CryoSPARC rigid trajectories; estimate shifts")
     sr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    sr.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="parallel worker processes (Dask LocalCluster, one per GPU with --device auto/cuda; default 1: "
+        "this process); needs the project directory here",
+    )
     io = p.add_argument_group("files")
     io.add_argument("--transfer", default="auto", choices=TRANSFERS, help="direct, upload or auto (default)")
     io.add_argument("--project-dir", type=Path, help="local mount of the project directory, if not at the server path")
@@ -171,4 +186,5 @@ def config_from_args(ns: argparse.Namespace) -> PluginConfig:
         project_dir=ns.project_dir,
         scratch_dir=ns.scratch_dir,
         limit=ns.limit,
+        workers=ns.workers,
     )

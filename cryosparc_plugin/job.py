@@ -14,6 +14,7 @@ Order of work (every bad-input check happens before the first output file is wri
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ import torch
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import CryosrError, InputError
 from cryosr.core.io import read_micrograph
+from cryosr.core.scale.runner import run_movie_tasks
 from cryosr.core.superres.engine import SuperresConfig
 from cryosr.core.superres.pipeline import MovieTask, process_movie
 from cryosr.cryosparc_plugin.args import PluginConfig
@@ -277,6 +279,85 @@ def _preview_figure(before: torch.Tensor, after: torch.Tensor, px_before: float,
     return fig
 
 
+def _task(files: _Files, s: ExposureSource, config: PluginConfig, preview: Path | None) -> MovieTask:
+    """The core's unit of work for one exposure (inputs fetched to a local path when needed)."""
+    return MovieTask(
+        movie_path=files.fetch(s.path),
+        out_path=files.out_path(output_name(s.uid, s.path)),
+        lr_sum_path=preview,
+        pixel_size_a=s.pixel_size_a,
+        dose_per_frame=s.dose_per_frame,
+        gain_path=files.fetch(s.gain_path),
+        gain_rotate=s.gain_rotate,
+        gain_flip=s.gain_flip,
+        shifts_yx_px=_shifts(files, s, config.use_motion),
+    )
+
+
+def _sr_config(config: PluginConfig, s: ExposureSource) -> SuperresConfig:
+    return SuperresConfig(method=config.method, voltage_kv=s.voltage_kv)
+
+
+def _run_parallel(tasks: list[MovieTask], todo: list[ExposureSource], config: PluginConfig) -> list[dict]:
+    """``--workers N``: the exposures as Dask tasks through ``run_movie_tasks`` (one run per voltage)."""
+    records: list[dict | None] = [None] * len(tasks)
+    groups: dict[SuperresConfig, list[int]] = {}
+    for i, s in enumerate(todo):
+        groups.setdefault(_sr_config(config, s), []).append(i)
+    for sr_config, idx in groups.items():
+        done = run_movie_tasks([tasks[i] for i in idx], sr_config, device_spec=config.device, workers=config.workers,
+                               progress=False, process_fn=process_movie)  # fmt: skip
+        for i, record in zip(idx, done, strict=True):
+            records[i] = record
+    failed = [(s, r) for s, r in zip(todo, records, strict=True) if "error" in r]
+    if failed:
+        s, r = failed[0]
+        raise CryosrError(
+            f"{len(failed)} of {len(todo)} exposures failed (finished files are kept for --resume); "
+            f"first: exposure {s.uid}: {' '.join(str(r['error']).split())}"
+        )
+    return records
+
+
+class _Register:
+    """Checks each written micrograph, logs the first one as a before/after image, publishes it."""
+
+    def __init__(self, job, files: _Files, summary: RunSummary, n_todo: int) -> None:
+        self.job, self.files, self.summary, self.n_todo = job, files, summary, n_todo
+        self.plotted = False
+        self.written: dict[int, SrMicrograph] = {}
+
+    def __call__(self, k: int, s: ExposureSource, task: MovieTask, record: dict) -> None:
+        name = task.out_path.name
+        mic = read_micrograph(task.out_path)
+        expected = (2 * s.shape_yx[0], 2 * s.shape_yx[1])
+        if tuple(mic.data.shape) != expected:
+            raise InputError(
+                task.movie_path,
+                f"exposure {s.uid}: output shape {tuple(mic.data.shape)}, expected {expected} "
+                "(the file's shape does not match the dataset's)",
+            )
+        vmin, vmax = _display_range(mic.data)
+        skipped = bool(record.get("skipped"))
+        preview = task.lr_sum_path
+        if not self.plotted and not skipped and (preview is not None or s.kind == "micrograph"):
+            self.plotted = True
+            before = read_micrograph(preview if preview is not None else task.movie_path).data
+            fig = _preview_figure(before, mic.data, s.pixel_size_a, s.pixel_size_a / 2)
+            self.job.log_plot(fig, f"{name}: input (left) and cryosr 2x (right), central crop", formats=["png"])
+        self.files.publish(task.out_path, name)
+        self.written[s.uid] = SrMicrograph(
+            path=f"{self.job.uid}/{OUTPUT_DIR}/{name}",
+            shape_yx=tuple(int(v) for v in mic.data.shape),
+            pixel_size_a=s.pixel_size_a / 2,
+            vmin=vmin,
+            vmax=vmax,
+        )
+        self.summary.n_processed += 0 if skipped else 1
+        self.summary.n_reused += 1 if skipped else 0
+        self.job.log(f"[{k + 1}/{self.n_todo}] {name} ({'reused' if skipped else 'done'})", name="progress")
+
+
 def _process(job, project, config: PluginConfig, device: torch.device, summary: RunSummary) -> None:
     inp = job.load_input(INPUT_NAME)
     sources = exposure_sources(inp, prefer=config.source)
@@ -289,56 +370,33 @@ def _process(job, project, config: PluginConfig, device: torch.device, summary: 
     job.log(
         f"cryosr: {len(sources)} exposures at {px:.4f} Å/px -> {px / 2:.4f} Å/px ({config.method}, "
         f"from {sources[0].kind}s); {summary.n_reused} already saved, {len(todo)} to do; device {device}"
+        + (f", {config.workers} workers" if config.workers > 1 else "")
     )
     with ExitStack() as stack:
         files = _Files(project, job, config, stack)
         summary.transfer = files.mode
+        if config.workers > 1 and files.mode != "direct":
+            raise InputError(
+                files.project_dir, "--workers > 1 needs the project directory here (use --project-dir to say where)"
+            )
         files.check_inputs(todo, config.use_motion)
-        written: dict[int, SrMicrograph] = {s.uid: saved[s.uid] for s in sources if s.uid in saved}
+        register = _Register(job, files, summary, len(todo))
         t0 = time.perf_counter()
-        plotted = False
-        for k, s in enumerate(todo):
-            name = output_name(s.uid, s.path)
-            out = files.out_path(name)
-            preview = files.scratch / "preview_lr.mrc" if not plotted and s.kind == "movie" else None
-            task = MovieTask(
-                movie_path=files.fetch(s.path),
-                out_path=out,
-                lr_sum_path=preview,
-                pixel_size_a=s.pixel_size_a,
-                dose_per_frame=s.dose_per_frame,
-                gain_path=files.fetch(s.gain_path),
-                gain_rotate=s.gain_rotate,
-                gain_flip=s.gain_flip,
-                shifts_yx_px=_shifts(files, s, config.use_motion),
-            )
-            record = process_movie(task, SuperresConfig(method=config.method, voltage_kv=s.voltage_kv), device=device)
-            mic = read_micrograph(out)
-            expected = (2 * s.shape_yx[0], 2 * s.shape_yx[1])
-            if tuple(mic.data.shape) != expected:
-                raise InputError(
-                    task.movie_path,
-                    f"exposure {s.uid}: output shape {tuple(mic.data.shape)}, expected {expected} "
-                    "(the file's shape does not match the dataset's)",
-                )
-            vmin, vmax = _display_range(mic.data)
-            if not plotted and not record.get("skipped"):
-                plotted = True
-                before = read_micrograph(preview).data if preview is not None else read_micrograph(task.movie_path).data
-                fig = _preview_figure(before, mic.data, s.pixel_size_a, s.pixel_size_a / 2)
-                job.log_plot(fig, f"{name}: input (left) and cryosr 2x (right), central crop", formats=["png"])
-            files.publish(out, name)
-            written[s.uid] = SrMicrograph(
-                path=f"{job.uid}/{OUTPUT_DIR}/{name}",
-                shape_yx=tuple(int(v) for v in mic.data.shape),
-                pixel_size_a=s.pixel_size_a / 2,
-                vmin=vmin,
-                vmax=vmax,
-            )
-            summary.n_processed += 0 if record.get("skipped") else 1
-            summary.n_reused += 1 if record.get("skipped") else 0
-            job.log(f"[{k + 1}/{len(todo)}] {name} ({'reused' if record.get('skipped') else 'done'})", name="progress")
+        lr_sum = files.scratch / "preview_lr.mrc"  # the input side of the before/after image (movies)
+        if config.workers == 1:  # one exposure at a time: inputs fetched and outputs published as we go
+            for k, s in enumerate(todo):
+                task = _task(files, s, config, lr_sum if not register.plotted and s.kind == "movie" else None)
+                register(k, s, task, process_movie(task, _sr_config(config, s), device=device))
+        else:
+            tasks = [_task(files, s, config, None) for s in todo]
+            fresh = (k for k, (s, t) in enumerate(zip(todo, tasks)) if s.kind == "movie" and not t.out_path.exists())
+            first = next(fresh, None)
+            if first is not None:
+                tasks[first] = dataclasses.replace(tasks[first], lr_sum_path=lr_sum)
+            for k, (s, task, record) in enumerate(zip(todo, tasks, _run_parallel(tasks, todo, config), strict=True)):
+                register(k, s, task, record)
         summary.seconds = time.perf_counter() - t0
+    written = {s.uid: saved[s.uid] for s in sources if s.uid in saved} | register.written
     uids = [s.uid for s in sources]
     rows = inp.query({"uid": uids}) if len(uids) != len(inp) else inp
     out = job.alloc_output(OUTPUT_NAME, rows)

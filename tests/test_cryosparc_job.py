@@ -326,3 +326,43 @@ def test_version_mismatch_is_a_logged_warning(project, caplog):
     assert summary.notes and "v4.7.1" in summary.notes[0]
     assert any(level == "warning" and "v4.7.1" in t for level, j, t in fake.events)
     assert fake.jobs[summary.job_uid]["status"] == "completed"
+
+
+def test_wrong_workspace_fails_before_creating_a_job(project, capsys):
+    fake, dset, src = project(1)
+    assert main([*ARGS[:-2], "--workspace", "W9", "--input", src]) == 2
+    assert "workspace P3-W9" in _one_line_error(capsys)
+    assert "jobs.create" not in fake.calls
+
+
+def test_workers_need_the_project_directory(project, capsys):
+    fake, dset, src = project(1, reported_dir="/nonexistent-cryosparc-server/P3")
+    assert main([*ARGS, "--input", src, "--workers", "2", "--device", "cpu"]) == 2
+    assert "--workers > 1 needs the project directory here" in _one_line_error(capsys)
+    assert fake.jobs["J2"]["status"] == "failed" and ("J2", "micrographs") not in fake.saved
+    assert main([*ARGS, "--input", src, "--workers", "2", "--transfer", "upload"]) == 2
+    assert "use --transfer direct or auto" in _one_line_error(capsys)
+    assert main([*ARGS, "--input", src, "--workers", "0"]) == 2
+    assert "--workers 0" in _one_line_error(capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::RuntimeWarning:distributed",
+                            "ignore::UserWarning:distributed")  # fmt: skip
+def test_two_dask_workers_give_the_same_output_as_one_process(project):
+    pytest.importorskip("distributed")
+    fake, dset, src = project(3)
+    one = job_module.run(_config(src, method="wiener"))
+    two = job_module.run(_config(src, method="wiener", workers=2))
+    assert (one.n_processed, two.n_processed) == (3, 3) and one.job_uid != two.job_uid
+    out1, out2 = fake.saved[(one.job_uid, "micrographs")], fake.saved[(two.job_uid, "micrographs")]
+    assert out2["uid"].tolist() == out1["uid"].tolist() == dset["uid"].tolist()
+    for field in ("micrograph_blob/shape", "micrograph_blob/psize_A", "movie_blob/path", "rigid_motion/path"):
+        assert out2[field].tolist() == out1[field].tolist(), field
+    for p1, p2 in zip(out1["micrograph_blob/path"], out2["micrograph_blob/path"], strict=True):
+        assert p2 == p1.replace(f"{one.job_uid}/", f"{two.job_uid}/")
+        a, b = read_micrograph(fake.project_dir / p1).data, read_micrograph(fake.project_dir / p2).data
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+    assert fake.jobs[two.job_uid]["status"] == "completed"
+    assert any("3 workers" not in t and "2 workers" in t for _, j, t in fake.events if j == two.job_uid)
+    assert any(level == "image" for level, j, _ in fake.events if j == two.job_uid)  # before/after image
