@@ -125,16 +125,51 @@ def test_dose_weighted_model_without_pixel_size_warns(caplog):
     torch.testing.assert_close(out.image, dose_weighted_sum(frames, float(frames.mean()), 1.0), atol=1e-3, rtol=1e-4)
 
 
-@pytest.mark.parametrize("scale", [1, 2])
-def test_tiled_equals_untiled(scale):
-    model = DSTNet(EnhanceNetConfig(frames=3, channels=8, scales=(1, 2)))
+@pytest.mark.parametrize(("scale", "levels"), [(1, 0), (2, 0), (2, 2)])
+def test_tiled_equals_untiled(scale, levels):
+    blocks = 1 if levels == 0 else 0  # keep the receptive field (and the margins) small
+    config = EnhanceNetConfig(frames=2, channels=4, encoder_blocks=blocks, reconstructor_blocks=blocks,
+                              levels=levels, scales=(1, 2))
+    model = DSTNet(config)
     _randomise(model)
-    window = 1 + 0.2 * torch.randn(3, 70, 53, generator=torch.Generator().manual_seed(2))
+    # odd sizes (edge padding to whole coarse cells), tiles not multiples of the cell, > 2 tiles per axis
+    window = 1 + 0.2 * torch.randn(2, 130, 117, generator=torch.Generator().manual_seed(2))
     whole = run_network(model, window, EnhanceConfig(scale=scale, tile=0))
-    tiled = run_network(model, window, EnhanceConfig(scale=scale, tile=24, margin=24))
-    assert whole.shape == (70 * scale, 53 * scale)
+    tiled = run_network(model, window, EnhanceConfig(scale=scale, tile=38))  # margin: the receptive radius
+    assert whole.shape == (130 * scale, 117 * scale)
     assert whole.std() > 0.05  # the random network does change the image
     torch.testing.assert_close(tiled, whole, atol=2e-5, rtol=1e-5)
+    # the comparison can fail: a margin below the receptive radius shows the tile seams
+    short = run_network(model, window, EnhanceConfig(scale=scale, tile=38, margin=0))
+    assert float((short - whole).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("levels", [0, 1, 3])
+def test_receptive_radius_bounds_the_measured_influence(levels):
+    """Changing one input pixel changes the output within ``receptive_radius_px`` only (and not much less)."""
+    config = EnhanceNetConfig(frames=2, channels=4, levels=levels)
+    model = DSTNet(config)
+    _randomise(model, seed=levels)
+    n = 2 * config.receptive_radius_px + 9
+    c = n // 2
+    window = torch.ones(1, 2, n, n)
+    with torch.no_grad():
+        before = model(window)[0]
+        window[0, :, c, c] += 1.0
+        changed = (model(window)[0] - before).abs() > 0
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    reach = int(max((ys - c).abs().max(), (xs - c).abs().max()))
+    assert reach <= config.receptive_radius_px
+    assert reach >= 0.5 * config.receptive_radius_px  # the bound is not vacuous
+
+
+def test_architecture_without_levels_key_still_loads():
+    """Checkpoints written before the multi-scale body existed have no ``levels``: single-scale."""
+    d = EnhanceNetConfig(frames=3, channels=8).to_dict()
+    del d["levels"]
+    assert EnhanceNetConfig.from_dict(d).levels == 0
+    with pytest.raises(InputError, match="levels"):
+        EnhanceNetConfig(levels=7)
 
 
 def test_sample_batch_patches_match_targets():

@@ -85,3 +85,26 @@ def test_enhance_cli_warns_on_pixel_size_far_outside_training(files, caplog):
                      "--device", "cpu", "--pixel-size", "5.0"])
     assert code == 0
     assert "far outside the model's training range" in caplog.text
+
+
+def test_enhance_cli_rejects_a_checkpoint_of_another_architecture(files, capsys):
+    tmp, pt, _ = files
+    payload = torch.load(pt, map_location="cpu", weights_only=True)
+    payload["config"]["channels"] = 12  # the weights are for 8 channels
+    wrong = tmp / "wrong.pt"
+    torch.save(payload, wrong)
+    assert main(["enhance", str(tmp / "mov.mrcs"), "--out", str(tmp / "o"), "--model", str(wrong), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "wrong.pt" in err and "do not match the DSTNet architecture" in err
+    assert not (tmp / "o").exists()
+
+
+def test_enhance_cli_missing_pixel_size_fails_before_any_output(files, capsys):
+    tmp, pt, movie = files
+    write_mrc(tmp / "nopx.mrc", movie.sum(0), 0.0)
+    base = ["enhance", str(tmp / "mic.mrc"), str(tmp / "nopx.mrc"), "--out", str(tmp / "o"), "--model", str(pt),
+            "--device", "cpu"]
+    assert main(base) == 2
+    assert "nopx.mrc: no pixel size in the header" in capsys.readouterr().err
+    assert not (tmp / "o").exists()  # mic.mrc (valid, first) was not written either
+    assert main([*base, "--pixel-size", "1.5"]) == 0

@@ -121,9 +121,13 @@ def run(job: EnhanceJob) -> list[Path]:
         if path.suffix.lower() not in MOVIE_SUFFIXES:
             raise InputError(path, f"unknown extension {path.suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
         movie = _is_movie(path)
-        if movie and path.suffix.lower() in (".mrc", ".mrcs", ".st"):
-            n = read_mrc_header(path)["shape"][0]
-            if n < model.config.frames:
+        if path.suffix.lower() in (".tif", ".tiff"):  # TIFF movies carry no pixel size
+            _pixel_size(path, job.pixel_size_a, meta)
+        else:
+            header = read_mrc_header(path)
+            _pixel_size(path, job.pixel_size_a or header["pixel_size_a"], meta)
+            n = header["shape"][0]
+            if movie and n < model.config.frames:
                 raise InputError(path, f"the model's window of {model.config.frames} frames is larger than the movie ({n} frames)")
         out = job.out_dir / f"{path.stem}.mrc"
         if out.exists() and not job.overwrite:
@@ -136,7 +140,7 @@ def run(job: EnhanceJob) -> list[Path]:
     for path, movie, shifts, out in plan:
         if movie:
             mv = read_movie(path, gain=job.gain, gain_rotate=job.gain_rotate, gain_flip=job.gain_flip)
-            px = _pixel_size(path, job.pixel_size_a or mv.pixel_size_a, meta)
+            px = float(job.pixel_size_a or mv.pixel_size_a)
             frames = mv.frames.to(device)
             if shifts is not None and shifts.shape[0] != frames.shape[0]:
                 raise InputError(path, f"{shifts.shape[0]} shifts for a movie of {frames.shape[0]} frames")
@@ -149,7 +153,7 @@ def run(job: EnhanceJob) -> list[Path]:
                 raise InputError(path, exc.problem) from exc
         else:
             mic = read_micrograph(path)
-            px = _pixel_size(path, job.pixel_size_a or mic.pixel_size_a, meta)
+            px = float(job.pixel_size_a or mic.pixel_size_a)
             try:
                 result = enhance_micrograph(mic.data.to(device), model, job.enhance)
             except InputError as exc:

@@ -36,6 +36,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=5, help="frame window (groups of consecutive frames)")
     parser.add_argument("--scale", type=int, nargs="+", default=[1], choices=(1, 2), help="heads to train: 1, 2 or both")
     parser.add_argument("--channels", type=int, default=24, help="feature channels")
+    parser.add_argument("--levels", type=int, default=0, help="2x-downsampling levels of the multi-scale body (0-4)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ffl-weight", type=float, default=0.1, help="weight of the focal frequency loss")
     parser.add_argument("--p-single", type=float, default=0.2, help="fraction of one-frame (micrograph) batches")
@@ -51,8 +52,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def command_line(args: argparse.Namespace) -> str:
     """The canonical ``cryosr train ...`` command that reproduces this run."""
     parts = ["cryosr", "train", "--data", *map(str, args.data), "--out", str(args.out)]
-    for name in ("epochs", "steps_per_epoch", "batch", "patch", "frames", "channels", "lr", "ffl_weight", "p_single",
-                 "seed"):
+    for name in ("epochs", "steps_per_epoch", "batch", "patch", "frames", "channels", "levels", "lr", "ffl_weight",
+                 "p_single", "seed"):
         parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     parts += ["--scale", *map(str, args.scale), "--device", args.device]
     if args.dose_weighted:
@@ -63,7 +64,8 @@ def command_line(args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> int:
     """Read the projects, train, write the checkpoint."""
     net_config = EnhanceNetConfig(
-        frames=args.frames, channels=args.channels, scales=tuple(args.scale), dose_weighted=args.dose_weighted
+        frames=args.frames, channels=args.channels, levels=args.levels, scales=tuple(args.scale),
+        dose_weighted=args.dose_weighted,
     )
     train_config = TrainConfig(
         epochs=args.epochs,

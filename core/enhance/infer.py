@@ -23,7 +23,6 @@ from cryosr.core.enhance.model import DSTNet
 from cryosr.core.errors import InputError
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.engine import estimate_shifts
-from cryosr.core.tiling import tile_starts
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +48,22 @@ class EnhanceConfig:
         1 (denoise) or 2 (denoise and super-resolve 2x).
     tile : int
         Tile edge in input pixels (0 = whole image at once).
-    margin : int
-        Context pixels added around each tile and cropped off again; at least the network's
-        receptive-field radius, so the tiled result equals the untiled one.
+    margin : int | None
+        Context pixels added around each tile and cropped off again; None: the network's
+        receptive-field radius (``EnhanceNetConfig.receptive_radius_px``), so the tiled result
+        equals the untiled one.
     """
 
     scale: int = 1
     tile: int = 512
-    margin: int = 32
+    margin: int | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2):
             raise InputError(None, f"--scale must be 1 or 2, got {self.scale}")
         if self.tile < 0 or (0 < self.tile < 16):
             raise InputError(None, f"--tile must be 0 (off) or >= 16, got {self.tile}")
-        if self.margin < 0:
+        if self.margin is not None and self.margin < 0:
             raise InputError(None, f"margin must be >= 0, got {self.margin}")
 
 
@@ -195,7 +195,9 @@ def run_network(model: DSTNet, window: torch.Tensor, config: EnhanceConfig = Enh
 
     Each tile is cut with ``config.margin`` extra pixels on every side (clipped at the image
     border), enhanced, and only its core is kept, so with a margin at least the receptive-field
-    radius the result equals the untiled one.
+    radius the result equals the untiled one. Tile edges and margins are rounded up to whole
+    cells of the network's coarsest level (``grid_px``) so every tile sees the same
+    downsampling grid as the whole image.
 
     Parameters
     ----------
@@ -215,11 +217,14 @@ def run_network(model: DSTNet, window: torch.Tensor, config: EnhanceConfig = Enh
     device = next(model.parameters()).device
     s = config.scale
     t, h, w = window.shape
+    grid = model.config.grid_px
     tile = config.tile if config.tile > 0 else max(h, w)
+    tile = -(-tile // grid) * grid
+    m = model.config.receptive_radius_px if config.margin is None else config.margin
+    m = -(-m // grid) * grid
     out = window.new_zeros(h * s, w * s)
-    m = config.margin
-    for y0 in tile_starts(h, min(tile, h), 0):
-        for x0 in tile_starts(w, min(tile, w), 0):
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
             ya, xa = max(y0 - m, 0), max(x0 - m, 0)
             yb, xb = min(y1 + m, h), min(x1 + m, w)

@@ -7,8 +7,9 @@ the three parts the abstract names:
 2. a **temporal fusion** across the frame window: 3-D convolutions over (frames, y, x) followed by
    attention weights per frame and position (softmax over frames), so any window length works,
    a single micrograph (one frame) included,
-3. a **reconstructor** (residual blocks) with one head per output scale: 1x (denoised) and, when
-   configured, 2x with a sub-pixel (PixelShuffle) head.
+3. a **reconstructor**: optionally a multi-scale (U-Net) body over ``levels`` 2x-downsampled
+   levels, for context of the size of a particle, then residual blocks with one head per output
+   scale: 1x (denoised) and, when configured, 2x with a sub-pixel (PixelShuffle) head.
 
 The network learns a residual on top of the mean of the input frames (bicubic-upsampled for 2x).
 Inputs are normalised frames (mean about 1, see ``cryosr.core.enhance.infer.normalise_window``).
@@ -45,6 +46,9 @@ class EnhanceNetConfig:
         Residual blocks of the reconstructor.
     scales : tuple[int, ...]
         Output heads present: 1 (denoise) and/or 2 (denoise + 2x super-resolution).
+    levels : int
+        2x-downsampling levels of the multi-scale body between fusion and reconstructor (0: none,
+        the original single-scale network). Level ``l`` has ``channels * min(2**l, 4)`` channels.
     dose_weighted : bool
         The window's frame groups are exposure-weighted so they add up to the dose-weighted sum
         (``cryosr.core.enhance.infer.group_frames``); an input convention stored with the weights
@@ -57,6 +61,7 @@ class EnhanceNetConfig:
     fusion_layers: int = 1
     reconstructor_blocks: int = 3
     scales: tuple[int, ...] = (1,)
+    levels: int = 0
     dose_weighted: bool = False
 
     def __post_init__(self) -> None:
@@ -66,10 +71,31 @@ class EnhanceNetConfig:
             raise InputError(None, f"channels must be >= 4, got {self.channels}")
         if min(self.encoder_blocks, self.fusion_layers, self.reconstructor_blocks) < 0:
             raise InputError(None, "block counts must be >= 0")
+        if not 0 <= self.levels <= 4:
+            raise InputError(None, f"--levels must be 0-4, got {self.levels}")
         scales = tuple(sorted({int(s) for s in self.scales}))
         if not scales or any(s not in (1, 2) for s in scales):
             raise InputError(None, f"--scale must be 1 and/or 2, got {self.scales}")
         object.__setattr__(self, "scales", scales)
+
+    @property
+    def grid_px(self) -> int:
+        """Tiles must start on multiples of this (the coarsest level's cell, ``2**levels``)."""
+        return 2**self.levels
+
+    @property
+    def receptive_radius_px(self) -> int:
+        """Upper bound of the receptive-field radius in input pixels (the tiling margin needed).
+
+        Each 3x3 convolution at level ``l`` adds ``2**l`` pixels; the strided and transposed
+        convolutions of the multi-scale body add one cell of their level each.
+        """
+        radius = 1 + 2 * self.encoder_blocks + self.fusion_layers + 1  # head, encoder, fusion, attention
+        for level in range(1, self.levels + 1):
+            cell = 2**level
+            radius += cell + 2 * cell + cell + 2 * (cell // 2)  # down conv, res block, up conv, res block
+        radius += 2 * self.reconstructor_blocks + 2  # reconstructor and the heads
+        return radius
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (lists instead of tuples)."""
@@ -100,6 +126,29 @@ class _ResBlock(nn.Module):
         return x + self.conv2(F.leaky_relu(self.conv1(x), 0.1))
 
 
+class _MultiScale(nn.Module):
+    """U-Net body: strided-conv downsampling, residual blocks, transposed-conv upsampling, skip sums."""
+
+    def __init__(self, channels: int, levels: int) -> None:
+        super().__init__()
+        ch = [channels * min(2**level, 4) for level in range(levels + 1)]
+        self.down = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(ch[i], ch[i + 1], 3, stride=2, padding=1), nn.LeakyReLU(0.1), _ResBlock(ch[i + 1]))
+             for i in range(levels)]
+        )
+        self.up = nn.ModuleList([nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2) for i in range(levels)])
+        self.merge = nn.ModuleList([_ResBlock(ch[i]) for i in range(levels)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for down in self.down:
+            skips.append(x)
+            x = down(x)
+        for i in reversed(range(len(self.down))):
+            x = self.merge[i](skips[i] + F.leaky_relu(self.up[i](x), 0.1))
+        return x
+
+
 class DSTNet(nn.Module):
     """Spatial encoder -> temporal fusion -> reconstructor, residual over the frame mean.
 
@@ -120,6 +169,7 @@ class DSTNet(nn.Module):
         )
         self.attention = nn.Conv2d(2 * c, 1, 3, padding=1)
         self.merge = nn.Conv2d(2 * c, c, 1)
+        self.multiscale = _MultiScale(c, config.levels) if config.levels > 0 else None
         self.reconstructor = nn.Sequential(*[_ResBlock(c) for _ in range(config.reconstructor_blocks)])
         self.out1 = nn.Conv2d(c, 1, 3, padding=1) if 1 in config.scales else None
         self.out2 = (
@@ -147,7 +197,12 @@ class DSTNet(nn.Module):
             `(b, c, h, w)` reconstructor output features.
         """
         b, t, h, w = window.shape
+        grid = self.config.grid_px
+        pad_y, pad_x = (-h) % grid, (-w) % grid
         x = (window - 1.0).reshape(b * t, 1, h, w)
+        if pad_y or pad_x:  # bottom/right edge padding to whole coarse cells; cropped off below
+            x = F.pad(x, (0, pad_x, 0, pad_y), mode="replicate")
+            h, w = h + pad_y, w + pad_x
         f = self.encoder(F.leaky_relu(self.head(x), 0.1))
         c = f.shape[1]
         f = f.reshape(b, t, c, h, w)
@@ -160,8 +215,11 @@ class DSTNet(nn.Module):
         pair = torch.cat([f, mean], dim=2).reshape(b * t, 2 * c, h, w)
         logits = self.attention(pair).reshape(b, t, 1, h, w)
         fused = (torch.softmax(logits, dim=1) * f).sum(1)
-        fused = self.merge(torch.cat([fused, f.mean(1)], dim=1))
-        return self.reconstructor(F.leaky_relu(fused, 0.1))
+        fused = F.leaky_relu(self.merge(torch.cat([fused, f.mean(1)], dim=1)), 0.1)
+        if self.multiscale is not None:
+            fused = self.multiscale(fused)
+        out = self.reconstructor(fused)
+        return out[..., : h - pad_y, : w - pad_x]
 
     def forward(self, window: torch.Tensor, scale: int = 1) -> torch.Tensor:
         """Enhance a frame window.
