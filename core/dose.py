@@ -5,7 +5,17 @@ from __future__ import annotations
 import torch
 from torch_fourier_filter.dose_weight import critical_exposure
 
-__all__ = ["cumulative_dose", "dose_filter", "dose_weighted_sum"]
+from cryosr.core.shifts import phase_ramp
+
+__all__ = [
+    "aligned_dose_weighted_sum",
+    "chunk_frames_for",
+    "critical_exposure_grid",
+    "cumulative_dose",
+    "dose_filter",
+    "dose_filter_on_grid",
+    "dose_weighted_sum",
+]
 
 
 def cumulative_dose(
@@ -59,14 +69,44 @@ def dose_filter(
     q : torch.Tensor
         Attenuation factors in (0, 1], on ``dose_e_per_a2.device``.
     """
+    ne = critical_exposure_grid(shape, pixel_size_a, rfft=rfft, device=dose_e_per_a2.device)
+    return dose_filter_on_grid(ne, dose_e_per_a2, voltage_kv=voltage_kv)
+
+
+def critical_exposure_grid(
+    shape: tuple[int, int], pixel_size_a: float, *, rfft: bool = True, device: torch.device | None = None
+) -> torch.Tensor:
+    """Critical exposure ``Ne(k)`` (e/Å², at 300 kV) on the Fourier grid of an `(h, w)` image.
+
+    Returns
+    -------
+    ne : torch.Tensor
+        `(h, w // 2 + 1)` (``rfft``) or `(h, w)` float32.
+    """
     h, w = shape
-    dev = dose_e_per_a2.device
-    ky = torch.fft.fftfreq(h, d=pixel_size_a, device=dev)
-    kx = torch.fft.rfftfreq(w, d=pixel_size_a, device=dev) if rfft else torch.fft.fftfreq(w, d=pixel_size_a, device=dev)
+    ky = torch.fft.fftfreq(h, d=pixel_size_a, device=device)
+    kx = torch.fft.rfftfreq(w, d=pixel_size_a, device=device) if rfft else torch.fft.fftfreq(w, d=pixel_size_a, device=device)
     k = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
-    ne = critical_exposure(k)
+    return critical_exposure(k)
+
+
+def dose_filter_on_grid(ne: torch.Tensor, dose_e_per_a2: torch.Tensor, *, voltage_kv: float = 300.0) -> torch.Tensor:
+    """``dose_filter`` from a precomputed ``critical_exposure_grid`` (cheap per chunk of frames).
+
+    Returns
+    -------
+    q : torch.Tensor
+        `(t, *ne.shape)` attenuation factors for the exposures `(t,)`.
+    """
     dose = dose_e_per_a2.to(torch.float32) * _voltage_scale(voltage_kv)
     return torch.exp(-dose[:, None, None] / (2 * ne[None]))
+
+
+def chunk_frames_for(shape: tuple[int, int], element_bytes: int, budget_bytes: int, copies: int) -> int:
+    """Frames per chunk so that ``copies`` rfft-sized arrays of a chunk fit in ``budget_bytes`` (>= 1)."""
+    h, w = shape
+    per_frame = h * (w // 2 + 1) * element_bytes * copies
+    return max(1, budget_bytes // per_frame)
 
 
 def dose_weighted_sum(
@@ -81,7 +121,8 @@ def dose_weighted_sum(
 
     Per frequency the frames are weighted by their signal attenuation ``q_i(k)`` and the result is
     scaled by ``sqrt(t / sum q_i^2)``, so low frequencies keep the plain sum's count scale and the
-    noise power spectrum stays that of the plain sum.
+    noise power spectrum stays that of the plain sum. Computed in frame chunks (see
+    ``aligned_dose_weighted_sum``).
 
     Parameters
     ----------
@@ -101,10 +142,66 @@ def dose_weighted_sum(
     summed : torch.Tensor
         `(h, w)`, same dtype and device.
     """
+    return aligned_dose_weighted_sum(
+        frames, None, dose_per_frame, pixel_size_a, pre_exposure=pre_exposure, voltage_kv=voltage_kv
+    )
+
+
+def aligned_dose_weighted_sum(
+    frames: torch.Tensor,
+    shifts_yx_px: torch.Tensor | None,
+    dose_per_frame: float,
+    pixel_size_a: float,
+    *,
+    pre_exposure: float = 0.0,
+    voltage_kv: float = 300.0,
+    chunk_frames: int | None = None,
+) -> torch.Tensor:
+    """``dose_weighted_sum(fourier_shift(frames, -shifts_yx_px), ...)`` without an aligned copy of the movie.
+
+    Frames are transformed, moved back by their shift (a phase ramp) and exposure-weighted a chunk
+    at a time; the weighted spectra and ``sum q_i^2`` are accumulated in float64. Peak extra memory
+    is a few rfft arrays of one chunk instead of several whole-movie arrays.
+
+    Parameters
+    ----------
+    frames : torch.Tensor
+        `(t, h, w)` frames (counts).
+    shifts_yx_px : torch.Tensor | None
+        `(t, 2)` shifts in pixels (frame content = reference moved by ``+s``); None: frames are
+        aligned already.
+    dose_per_frame : float
+        e/Å² per frame.
+    pixel_size_a : float
+        Pixel size of ``frames`` in Å.
+    pre_exposure : float
+        Exposure before the first frame, e/Å².
+    voltage_kv : float
+        Acceleration voltage.
+    chunk_frames : int | None
+        Frames per chunk (None: as many as fit in about 256 MiB of temporaries).
+
+    Returns
+    -------
+    summed : torch.Tensor
+        `(h, w)`, dtype and device of ``frames``.
+    """
     t, h, w = frames.shape
     real = torch.float64 if frames.dtype == torch.float64 else torch.float32
-    dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=frames.device)
-    q = dose_filter((h, w), dose, pixel_size_a, voltage_kv=voltage_kv).to(real)
-    spec = torch.fft.rfft2(frames.to(real))
-    out = (spec * q).sum(0) * torch.sqrt(t / (q**2).sum(0))
+    dev = frames.device
+    ne = critical_exposure_grid((h, w), pixel_size_a, device=dev)
+    dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
+    n = chunk_frames or chunk_frames_for((h, w), 2 * torch.finfo(real).bits // 8, 256 << 20, 4)
+    acc = torch.zeros(h, w // 2 + 1, dtype=torch.complex128, device=dev)
+    q2 = torch.zeros(h, w // 2 + 1, dtype=torch.float64, device=dev)
+    for a in range(0, t, n):
+        b = min(t, a + n)
+        spec = torch.fft.rfft2(frames[a:b].to(real))
+        if shifts_yx_px is not None:
+            spec *= phase_ramp((h, w), -shifts_yx_px[a:b].to(device=dev, dtype=real))
+        q = dose_filter_on_grid(ne, dose[a:b], voltage_kv=voltage_kv).to(real)
+        acc += (spec * q).sum(0, dtype=torch.complex128)
+        q2 += (q.double() ** 2).sum(0)
+        del spec, q
+    out = acc * torch.sqrt(t / q2)
     return torch.fft.irfft2(out, s=(h, w)).to(frames.dtype)

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from cryosr.core.dose import cumulative_dose, dose_filter, dose_weighted_sum
+from cryosr.core.dose import (
+    aligned_dose_weighted_sum,
+    critical_exposure_grid,
+    cumulative_dose,
+    dose_filter,
+    dose_filter_on_grid,
+    dose_weighted_sum,
+)
 from cryosr.core.shifts import cross_correlation_shift, fourier_shift
 from tests.conftest import DEVICES
 from tests.test_fourier import bandlimited
@@ -53,3 +60,24 @@ def test_dose_weighted_sum_matches_plain_sum_at_low_frequency_and_without_damage
     assert abs(out.mean().item() - frames.sum(0).mean().item()) < 1e-3
     tiny = dose_weighted_sum(frames, dose_per_frame=1e-6, pixel_size_a=1.0)
     torch.testing.assert_close(tiny, frames.sum(0), atol=1e-3, rtol=0)
+
+
+def test_aligned_dose_weighted_sum_equals_shift_then_sum_in_any_chunking():
+    g = torch.Generator().manual_seed(1)
+    frames = torch.poisson(torch.full((7, 48, 40), 4.0), generator=g)
+    shifts = torch.randn(7, 2, generator=g) * 2.5
+    want = dose_weighted_sum(fourier_shift(frames, -shifts), 1.2, 0.9, pre_exposure=0.5, voltage_kv=200.0)
+    for chunk in (None, 1, 3):
+        got = aligned_dose_weighted_sum(frames, shifts, 1.2, 0.9, pre_exposure=0.5, voltage_kv=200.0, chunk_frames=chunk)
+        assert got.dtype == frames.dtype and got.shape == (48, 40)
+        torch.testing.assert_close(got, want, atol=1e-4 * float(want.abs().max()), rtol=0)
+    zero = aligned_dose_weighted_sum(frames.double(), torch.zeros(7, 2), 1.2, 0.9, chunk_frames=2)
+    torch.testing.assert_close(zero, dose_weighted_sum(frames.double(), 1.2, 0.9), atol=1e-9, rtol=0)
+
+
+def test_dose_filter_on_a_precomputed_grid_is_dose_filter():
+    dose = cumulative_dose(5, 1.7, pre_exposure=2.0)
+    grid = critical_exposure_grid((32, 48), 1.1, rfft=False)
+    torch.testing.assert_close(
+        dose_filter_on_grid(grid, dose, voltage_kv=100.0), dose_filter((32, 48), dose, 1.1, voltage_kv=100.0, rfft=False)
+    )

@@ -27,46 +27,72 @@ import math
 
 import torch
 
-from cryosr.core.dose import cumulative_dose, dose_filter
+from cryosr.core.dose import chunk_frames_for, critical_exposure_grid, cumulative_dose, dose_filter_on_grid
 
-__all__ = ["estimate_shifts", "smooth_trajectory"]
-
-
-def _freqs(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    ky = torch.fft.fftfreq(h, device=device, dtype=dtype)[:, None].expand(h, w // 2 + 1)
-    kx = torch.fft.rfftfreq(w, device=device, dtype=dtype)[None, :].expand(h, w // 2 + 1)
-    return ky, kx
+__all__ = ["CHUNK_BUDGET_BYTES", "estimate_shifts", "smooth_trajectory"]
 
 
-def _half_weight(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    wgt = torch.full((h, w // 2 + 1), 2.0, device=device, dtype=dtype)
-    wgt[:, 0] = 1.0
+#: Bytes of per-chunk temporaries ``estimate_shifts`` aims for (the stored spectra come on top).
+CHUNK_BUDGET_BYTES = 384 << 20
+#: rfft-sized temporaries per frame of a chunk (spectra, ramps, cross-spectra, correlation maps).
+_CHUNK_COPIES = 10
+
+
+def _freqs(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frequencies in cycles/px, float64: rows ``ky`` `(h,)` and rfft columns ``kx`` `(w//2+1,)`."""
+    return (
+        torch.fft.fftfreq(h, device=device, dtype=torch.float64),
+        torch.fft.rfftfreq(w, device=device, dtype=torch.float64),
+    )
+
+
+def _half_weight(w: int, device: torch.device) -> torch.Tensor:
+    """`(w//2+1,)` multiplicity of each rfft column in the full spectrum (1 for DC and Nyquist, else 2)."""
+    wgt = torch.full((w // 2 + 1,), 2.0, device=device, dtype=torch.float64)
+    wgt[0] = 1.0
     if w % 2 == 0:
-        wgt[:, -1] = 1.0
+        wgt[-1] = 1.0
     return wgt
 
 
-def _ramp(ky: torch.Tensor, kx: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """`(t, h, w//2+1)` phase factors that move frames back by ``shifts`` `(t, 2)` (separable: cheap)."""
-    phase_y = 2 * torch.pi * ky[None, :, 0] * shifts[:, 0, None]
-    phase_x = 2 * torch.pi * kx[None, 0, :] * shifts[:, 1, None]
-    ey = torch.polar(torch.ones_like(phase_y), phase_y)
-    ex = torch.polar(torch.ones_like(phase_x), phase_x)
-    return ey[:, :, None] * ex[:, None, :]
+def _phases(ky: torch.Tensor, kx: torch.Tensor, shifts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separable phase factors `(c, h)` and `(c, w//2+1)` (complex128) that move frames back by ``shifts``."""
+    s = shifts.to(torch.float64)
+    phase_y = 2 * torch.pi * ky[None, :] * s[:, 0, None]
+    phase_x = 2 * torch.pi * kx[None, :] * s[:, 1, None]
+    return torch.polar(torch.ones_like(phase_y), phase_y), torch.polar(torch.ones_like(phase_x), phase_x)
+
+
+def _ramp(ky: torch.Tensor, kx: torch.Tensor, shifts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`(c, h, w//2+1)` phase factors of dtype ``dtype`` that move frames back by ``shifts`` `(c, 2)`."""
+    ey, ex = _phases(ky, kx, shifts)
+    return ey.to(dtype)[:, :, None] * ex.to(dtype)[:, None, :]
+
+
+def _row_moments(cross: torch.Tensor, shifts: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor, wgt: torch.Tensor) -> torch.Tensor:
+    """Weighted row sums of ``z = cross * ramp(shifts)`` without forming ``z``.
+
+    Returns `(c, h, 3)` complex128: ``sum_x wgt z``, ``sum_x wgt kx z`` and ``sum_x wgt kx^2 z``
+    per row (one batched matrix product over the columns, in float64).
+    """
+    ey, ex = _phases(ky, kx, shifts)
+    basis = torch.stack([wgt, wgt * kx, wgt * kx * kx], -1)  # (w//2+1, 3)
+    rows = torch.bmm(cross.to(torch.complex128), ex[:, :, None] * basis[None])
+    return ey[:, :, None] * rows
 
 
 def _refine(cross: torch.Tensor, start: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor, wgt: torch.Tensor, steps: int) -> torch.Tensor:
-    """Newton ascent of ``c(d) = sum w Re(P exp(2 pi i k.d))`` from ``start`` `(t, 2)`."""
-    d = start.clone()
+    """Newton ascent of ``c(d) = sum w Re(P exp(2 pi i k.d))`` from ``start`` `(c, 2)` (float64)."""
+    cross = cross.to(torch.complex128)
+    d = start.to(torch.float64).clone()
     two_pi = 2 * torch.pi
     for _ in range(steps):
-        z = cross * _ramp(ky, kx, d)
-        re, im = z.real * wgt, z.imag * wgt
-        gy = -two_pi * (ky * im).sum((-2, -1))
-        gx = -two_pi * (kx * im).sum((-2, -1))
-        hyy = -(two_pi**2) * (ky * ky * re).sum((-2, -1))
-        hxx = -(two_pi**2) * (kx * kx * re).sum((-2, -1))
-        hxy = -(two_pi**2) * (ky * kx * re).sum((-2, -1))
+        z0, z1, z2 = _row_moments(cross, d, ky, kx, wgt).unbind(-1)
+        gy = -two_pi * (ky * z0.imag).sum(-1)
+        gx = -two_pi * z1.imag.sum(-1)
+        hyy = -(two_pi**2) * (ky * ky * z0.real).sum(-1)
+        hxx = -(two_pi**2) * z2.real.sum(-1)
+        hxy = -(two_pi**2) * (ky * z1.real).sum(-1)
         det = hyy * hxx - hxy**2
         ok = (hyy < 0) & (det > 0)
         safe = torch.where(ok, det, torch.ones_like(det))
@@ -76,26 +102,21 @@ def _refine(cross: torch.Tensor, start: torch.Tensor, ky: torch.Tensor, kx: torc
     return d
 
 
-def _running_sums(spec: torch.Tensor, half: int) -> torch.Tensor:
-    """Sums over frames ``i - half .. i + half`` (clipped at the ends), `(t, ...)`."""
-    t = spec.shape[0]
-    csum = torch.cat([torch.zeros_like(spec[:1]), spec.cumsum(0)])
-    idx = torch.arange(t, device=spec.device)
-    return csum[(idx + half + 1).clamp(max=t)] - csum[(idx - half).clamp(min=0)]
-
-
 def _integer_peak(cross: torch.Tensor, centre: torch.Tensor, radius: float, h: int, w: int) -> torch.Tensor:
-    """Integer argmax `(t, 2)` of the cross-correlation within ``radius`` px of ``centre``."""
+    """Integer argmax `(c, 2)` of the cross-correlation within ``radius`` px of ``centre`` (per axis)."""
     dev = cross.device
     cc = torch.fft.irfft2(cross, s=(h, w))
-    c = centre.round()
-    dy = (torch.arange(h, device=dev)[None, :] - c[:, 0, None]).remainder(h)
-    dx = (torch.arange(w, device=dev)[None, :] - c[:, 1, None]).remainder(w)
-    dy = torch.minimum(dy, h - dy)
-    dx = torch.minimum(dx, w - dx)
-    mask = (dy[:, :, None] <= radius) & (dx[:, None, :] <= radius)
-    flat = cc.masked_fill(~mask, float("-inf")).flatten(1).argmax(1)
-    iy, ix = flat // w, flat % w
+    c = centre.round().long()
+    ry, rx = min(int(radius), h // 2), min(int(radius), w // 2)
+    oy = torch.arange(-ry, ry + 1, device=dev)
+    ox = torch.arange(-rx, rx + 1, device=dev)
+    rows = (c[:, 0, None] + oy[None]).remainder(h)
+    cols = (c[:, 1, None] + ox[None]).remainder(w)
+    n = torch.arange(cc.shape[0], device=dev)
+    window = cc[n[:, None, None], rows[:, :, None], cols[:, None, :]]  # (c, 2ry+1, 2rx+1)
+    flat = window.flatten(1).argmax(1)
+    iy = (c[:, 0] + oy[flat // ox.numel()]).remainder(h)
+    ix = (c[:, 1] + ox[flat % ox.numel()]).remainder(w)
     return torch.stack([torch.where(iy > h // 2, iy - h, iy), torch.where(ix > w // 2, ix - w, ix)], -1).to(centre.dtype)
 
 
@@ -117,30 +138,32 @@ def _ring_wiener(even: torch.Tensor, odd: torch.Tensor, ring: torch.Tensor, wgt:
 
 
 def _shift_variance(
-    spec: torch.Tensor,
+    cross: torch.Tensor,
     ref: torch.Tensor,
+    q: torch.Tensor,
     shifts: torch.Tensor,
     ky: torch.Tensor,
     kx: torch.Tensor,
     wgt: torch.Tensor,
     counts: torch.Tensor,
-    q: torch.Tensor,
-) -> torch.Tensor:
-    """Approximate variance `(t,)` of each frame's shift: counting noise of the frame over the peak curvature.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Approximate variance `(c,)` of each frame's shift: counting noise of the frame over the peak curvature.
 
-    ``spec`` are the frames' exposure-weighted spectra (``q`` times the raw ones), whose white
-    counting noise has variance ``counts * q**2`` per coefficient.
+    ``cross`` is the frames' exposure-weighted spectra (``q`` times the raw ones) times the
+    conjugate reference ``ref``; their white counting noise has variance ``counts * q**2`` per
+    coefficient. Also returns which frames have no usable curvature (``bad``).
     """
     two_pi2 = (2 * torch.pi) ** 2
-    re = (spec * ref.conj() * _ramp(ky, kx, shifts)).real * wgt
-    curv_y = two_pi2 * (ky * ky * re).sum((-2, -1))
-    curv_x = two_pi2 * (kx * kx * re).sum((-2, -1))
-    noise = ref.abs() ** 2 * q**2 * wgt**2 / 2 * counts[:, None, None]
-    var_y = two_pi2 * (ky * ky * noise).sum((-2, -1)) / curv_y.clamp(min=1e-30) ** 2
-    var_x = two_pi2 * (kx * kx * noise).sum((-2, -1)) / curv_x.clamp(min=1e-30) ** 2
-    bad = (curv_y <= 0) | (curv_x <= 0)
-    var = (var_y + var_x) / 2
-    return torch.where(bad, var.max() * 100 + 1.0, var)
+    z0, _, z2 = _row_moments(cross, shifts, ky, kx, wgt).unbind(-1)
+    curv_y = two_pi2 * (ky * ky * z0.real).sum(-1)
+    curv_x = two_pi2 * z2.real.sum(-1)
+    power = (ref.abs() ** 2 * q**2).to(torch.float64)  # (c, h, w//2+1)
+    w2 = wgt**2 / 2
+    noise_y = (ky * ky * (power @ w2)).sum(-1) * counts
+    noise_x = (power @ (w2 * kx * kx)).sum(-1) * counts
+    var_y = two_pi2 * noise_y / curv_y.clamp(min=1e-30) ** 2
+    var_x = two_pi2 * noise_x / curv_x.clamp(min=1e-30) ** 2
+    return (var_y + var_x) / 2, (curv_y <= 0) | (curv_x <= 0)
 
 
 def _trajectory_prior(t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +216,10 @@ def smooth_trajectory(shifts_yx_px: torch.Tensor, variance: torch.Tensor | None 
     n = 2 * t - 1
     ref = float(var.median())
     scales = 10 ** torch.linspace(-4, 0.3, 11, dtype=torch.float64)  # the variances may be off (reference noise)
-    hyper = (ref * 10 ** torch.linspace(-4, 4, 17, dtype=torch.float64)).tolist()
+    hyper = ref * 10 ** torch.linspace(-4, 4, 17, dtype=torch.float64)
+    s2, a2 = (g.flatten() for g in torch.meshgrid(hyper, hyper, indexing="ij"))  # every pair, one batch
+    prior = q_step[None] / s2[:, None, None] + q_turn[None] / a2[:, None, None]  # (17 * 17, n, n)
+    log_prior = (t - 1) * torch.log(s2) + (t - 2) * torch.log(a2)
     best = (-math.inf, {}, m)
     for c in scales.tolist():
         wvec = 1.0 / (c * var)
@@ -203,18 +229,17 @@ def smooth_trajectory(shifts_yx_px: torch.Tensor, variance: torch.Tensor | None 
         b[:t] = wvec[:, None] * m
         base = float((m * wvec[:, None] * m).sum())
         logdet_w = float(torch.log(wvec).sum())
-        for s2 in hyper:
-            for a2 in hyper:
-                chol, bad = torch.linalg.cholesky_ex(meas + q_step / s2 + q_turn / a2)
-                if bad:
-                    continue
-                z = torch.cholesky_solve(b, chol)
-                quad = base - float((b * z).sum())
-                logdet_a = 2 * float(torch.log(torch.diagonal(chol)).sum())
-                # two axes: every log-determinant term counts twice
-                loglik = -0.5 * quad + logdet_w - logdet_a - (t - 1) * math.log(s2) - (t - 2) * math.log(a2)
-                if loglik > best[0]:
-                    best = (loglik, {"noise_scale": c, "step_sd_px": math.sqrt(s2), "turn_sd_px": math.sqrt(a2)}, z[:t])
+        chol, bad = torch.linalg.cholesky_ex(meas[None] + prior)
+        z = torch.cholesky_solve(b.expand(len(s2), n, 2), chol)
+        quad = base - (b[None] * z).sum((-2, -1))
+        logdet_a = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        # two axes: every log-determinant term counts twice
+        loglik = -0.5 * quad + logdet_w - logdet_a - log_prior
+        loglik = torch.where((bad == 0) & torch.isfinite(loglik), loglik, -math.inf)
+        k = int(loglik.argmax())
+        if float(loglik[k]) > best[0]:
+            info = {"noise_scale": c, "step_sd_px": math.sqrt(float(s2[k])), "turn_sd_px": math.sqrt(float(a2[k]))}
+            best = (float(loglik[k]), info, z[k, :t])
     _, info, fit = best
     return fit.to(shifts_yx_px.device, shifts_yx_px.dtype), info
 
@@ -232,8 +257,13 @@ def estimate_shifts(
     pre_exposure: float = 0.0,
     voltage_kv: float = 300.0,
     smooth: bool = True,
+    chunk_frames: int | None = None,
 ) -> torch.Tensor:
     """Estimate per-frame whole-frame shifts of a movie.
+
+    Memory: the frames' spectra are stored once, at the input precision (complex64 for float32
+    frames: 4 bytes per movie voxel); everything else runs over chunks of ``chunk_frames`` frames,
+    with sums over frames, correlation moments and Newton steps accumulated in float64.
 
     Parameters
     ----------
@@ -260,6 +290,9 @@ def estimate_shifts(
         Acceleration voltage (exposure filter).
     smooth : bool
         Smooth the trajectory (variance-weighted, penalty by generalised cross-validation).
+    chunk_frames : int | None
+        Frames per chunk (None: as many as fit in ``CHUNK_BUDGET_BYTES`` of temporaries). The
+        result does not depend on it beyond float rounding.
 
     Returns
     -------
@@ -269,54 +302,105 @@ def estimate_shifts(
     t, h, w = frames.shape
     if t < 2:
         return frames.new_zeros(t, 2)
-    real = torch.float64
     dev = frames.device
-    x = frames.to(real)
-    spec = torch.fft.rfft2(x - x.mean(dim=(-2, -1), keepdim=True))
-    ky, kx = _freqs(h, w, dev, real)
-    wgt = _half_weight(h, w, dev, real)
-    k2 = (ky**2 + kx**2) / pixel_size_a**2
+    real = torch.float64 if frames.dtype == torch.float64 else torch.float32
+    cplx = torch.complex128 if real == torch.float64 else torch.complex64
+    c128 = torch.complex128
+    n = chunk_frames or chunk_frames_for((h, w), 2 * torch.finfo(real).bits // 8, CHUNK_BUDGET_BYTES, _CHUNK_COPIES)
+    chunks = [(a, min(t, a + n)) for a in range(0, t, n)]
+    ky, kx = _freqs(h, w, dev)
+    wgt = _half_weight(w, dev)
+    k2 = (ky[:, None] ** 2 + kx[None, :] ** 2) / pixel_size_a**2
     max_shift = max_shift_px if max_shift_px is not None else min(h, w) / 4
-    shifts = torch.zeros(t, 2, device=dev, dtype=real)
+
+    # spectra of the mean-free frames (float64 transforms, stored at the input precision)
+    spec = torch.empty(t, h, w // 2 + 1, dtype=cplx, device=dev)
+    counts = torch.empty(t, dtype=torch.float64, device=dev)
+    for a, b in chunks:
+        x = frames[a:b].to(torch.float64)
+        counts[a:b] = x.sum(dim=(-2, -1))
+        spec[a:b] = torch.fft.rfft2(x - x.mean(dim=(-2, -1), keepdim=True))
+        del x
+    shifts = torch.zeros(t, 2, device=dev, dtype=torch.float64)
 
     # 1. coarse: running sums vs the aligned sum of the frames outside each window
     half = min(window, t - 1) // 2
-    windows = _running_sums(spec, half)
-    lowpass = torch.exp(-bfactor_a2 * k2 / 2)
+    lowpass = torch.exp(-bfactor_a2 * k2 / 2).to(real)
     for it in range(max(iterations, 1)):
-        aligned = spec * _ramp(ky, kx, shifts)
-        ref = aligned.sum(0)[None] - _running_sums(aligned, half)
-        cross = windows * ref.conj() * lowpass
-        del aligned, ref
-        start = _integer_peak(cross, shifts, max_shift if it == 0 else 3.0, h, w)
-        shifts = _refine(cross, start, ky, kx, wgt, newton_steps)
-        shifts = shifts - shifts.mean(0)
-    del windows, cross
+        total = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
+        for a, b in chunks:
+            total += (spec[a:b] * _ramp(ky, kx, shifts[a:b], cplx)).sum(0, dtype=c128)
+        total = total.to(cplx)
+        new = torch.empty_like(shifts)
+        for a, b in chunks:
+            raw = torch.zeros(b - a, h, w // 2 + 1, dtype=cplx, device=dev)  # window sums
+            aligned = torch.zeros_like(raw)  # the same, aligned
+            for o in range(-half, half + 1):
+                i0, i1 = max(a, -o), min(b, t - o)  # frames i whose neighbour i + o exists
+                if i0 < i1:
+                    raw[i0 - a : i1 - a] += spec[i0 + o : i1 + o]
+                    aligned[i0 - a : i1 - a] += spec[i0 + o : i1 + o] * _ramp(ky, kx, shifts[i0 + o : i1 + o], cplx)
+            cross = raw * (total[None] - aligned).conj() * lowpass
+            del raw, aligned
+            start = _integer_peak(cross, shifts[a:b], max_shift if it == 0 else 3.0, h, w)
+            new[a:b] = _refine(cross, start, ky, kx, wgt, newton_steps)
+            del cross
+        shifts = new - new.mean(0)
 
     # 2. fine: each frame vs the others, exposure- and SSNR-weighted
     if dose_per_frame is not None:
         dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
-        q = dose_filter((h, w), dose, pixel_size_a, voltage_kv=voltage_kv).to(real)
+        ne = critical_exposure_grid((h, w), pixel_size_a, device=dev)
+
+        def q_of(a: int, b: int) -> torch.Tensor:
+            return dose_filter_on_grid(ne, dose[a:b], voltage_kv=voltage_kv).to(real)
     else:
-        q = torch.ones(t, 1, 1, device=dev, dtype=real)
-    ring = (torch.sqrt(ky**2 + kx**2) * min(h, w)).round().long()
+
+        def q_of(a: int, b: int) -> torch.Tensor:
+            return torch.ones(1, 1, 1, device=dev, dtype=real)
+
+    ring = (torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2) * min(h, w)).round().long()
     n_rings = int(ring.max()) + 1
-    weighted = spec * q
+    wgt2d = wgt[None, :].expand(h, w // 2 + 1)
+    wiener = None
     for _ in range(max(iterations, 1)):
-        aligned = weighted * _ramp(ky, kx, shifts)
-        wiener = _ring_wiener(aligned[0::2].sum(0), aligned[1::2].sum(0), ring, wgt, n_rings)
-        ref = (aligned.sum(0)[None] - aligned) * wiener
-        cross = weighted * ref.conj()
-        start = _integer_peak(cross, shifts, 2.0, h, w)
-        shifts = _refine(cross, start, ky, kx, wgt, newton_steps)
-        shifts = shifts - shifts.mean(0)
+        even = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
+        odd = torch.zeros_like(even)
+        for a, b in chunks:
+            aligned = spec[a:b] * q_of(a, b) * _ramp(ky, kx, shifts[a:b], cplx)
+            first_even = a % 2
+            even += aligned[first_even::2].sum(0, dtype=c128)
+            odd += aligned[1 - first_even :: 2].sum(0, dtype=c128)
+            del aligned
+        wiener = _ring_wiener(even, odd, ring, wgt2d, n_rings).to(real)
+        total = (even + odd).to(cplx)
+        del even, odd
+        new = torch.empty_like(shifts)
+        for a, b in chunks:
+            weighted = spec[a:b] * q_of(a, b)
+            ref = (total[None] - weighted * _ramp(ky, kx, shifts[a:b], cplx)) * wiener
+            cross = weighted * ref.conj()
+            del weighted, ref
+            start = _integer_peak(cross, shifts[a:b], 2.0, h, w)
+            new[a:b] = _refine(cross, start, ky, kx, wgt, newton_steps)
+            del cross
+        shifts = new - new.mean(0)
 
     # 3. smooth trajectory
     if smooth and t >= 4:
-        counts = x.sum(dim=(-2, -1)).clamp(min=1.0)
-        aligned = weighted * _ramp(ky, kx, shifts)
-        ref = (aligned.sum(0)[None] - aligned) * wiener
-        variance = _shift_variance(weighted, ref, shifts, ky, kx, wgt, counts, q)
+        total = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
+        for a, b in chunks:
+            total += (spec[a:b] * q_of(a, b) * _ramp(ky, kx, shifts[a:b], cplx)).sum(0, dtype=c128)
+        total = total.to(cplx)
+        var = torch.empty(t, dtype=torch.float64, device=dev)
+        bad = torch.empty(t, dtype=torch.bool, device=dev)
+        for a, b in chunks:
+            q = q_of(a, b)
+            weighted = spec[a:b] * q
+            ref = (total[None] - weighted * _ramp(ky, kx, shifts[a:b], cplx)) * wiener
+            var[a:b], bad[a:b] = _shift_variance(weighted * ref.conj(), ref, q, shifts[a:b], ky, kx, wgt, counts[a:b])
+            del weighted, ref
+        variance = torch.where(bad, var.max() * 100 + 1.0, var)
         shifts, _ = smooth_trajectory(shifts, variance)
         shifts = shifts - shifts.mean(0)
     return shifts.to(frames.dtype)
