@@ -7,6 +7,7 @@ high frequencies this project is about).
 
 from __future__ import annotations
 
+import scipy.fft
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +17,7 @@ __all__ = [
     "fourier_pad",
     "fourier_resample",
     "fourier_rescale",
+    "irfft2",
     "upsample_bicubic",
     "upsample_bilinear",
     "upsample_fourier",
@@ -24,6 +26,42 @@ __all__ = [
 
 def _fft_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def irfft2(spectrum: torch.Tensor, s: tuple[int, int], *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.fft.irfft2`` over the last two axes, through pocketfft (``scipy.fft``) on the CPU.
+
+    torch 2.13's multi-dimensional complex-to-real transform on the CPU (MKL) costs 2-3x the CPU
+    time of pocketfft's for the same float32 result, and the simulator calls it every frame. CUDA
+    tensors, tensors that need gradients and unusual dtypes use ``torch.fft.irfft2``.
+
+    Parameters
+    ----------
+    spectrum : torch.Tensor
+        `(..., h, w // 2 + 1)` complex rfft2 half-spectrum.
+    s : tuple[int, int]
+        `(h, w)` real output size.
+    out : torch.Tensor | None
+        Optional `(..., h, w)` real tensor to write into.
+
+    Returns
+    -------
+    image : torch.Tensor
+        `(..., h, w)` float32 (complex64 input) or float64 (complex128), on ``spectrum.device``.
+    """
+    fast = (
+        spectrum.device.type == "cpu"
+        and spectrum.dtype in (torch.complex64, torch.complex128)
+        and not (spectrum.requires_grad and torch.is_grad_enabled())
+    )
+    if not fast:
+        return torch.fft.irfft2(spectrum, s=s, out=out)
+    image = torch.from_numpy(
+        scipy.fft.irfft2(spectrum.detach().resolve_conj().numpy(), s=s, workers=torch.get_num_threads())
+    )
+    if out is None:
+        return image
+    return out.copy_(image)
 
 
 def _centered_window(n_in: int, n_out: int) -> tuple[slice, slice]:
@@ -167,9 +205,19 @@ def bin_sum(image: torch.Tensor, factor: int = 2) -> torch.Tensor:
     h, w = image.shape[-2:]
     if h % factor or w % factor:
         raise ValueError(f"image size {(h, w)} is not divisible by bin factor {factor}")
-    lead = image.shape[:-2]
-    x = image.reshape(*lead, h // factor, factor, w // factor, factor)
-    return x.sum(dim=(-3, -1))
+    if not image.is_floating_point():
+        lead = image.shape[:-2]
+        return image.reshape(*lead, h // factor, factor, w // factor, factor).sum(dim=(-3, -1))
+    # strided adds: 2-3x faster on the CPU than a sum over the reshaped block axes
+    if factor == 1:
+        return image.clone()
+    rows = image[..., 0::factor, :] + image[..., 1::factor, :]
+    for i in range(2, factor):
+        rows += image[..., i::factor, :]
+    out = rows[..., 0::factor] + rows[..., 1::factor]
+    for j in range(2, factor):
+        out += rows[..., j::factor]
+    return out
 
 
 def _interp(image: torch.Tensor, factor: int, mode: str) -> torch.Tensor:

@@ -27,8 +27,10 @@ def phase_ramp(shape: tuple[int, int], shifts_yx: torch.Tensor) -> torch.Tensor:
     ky = torch.fft.fftfreq(h, device=shifts_yx.device, dtype=real)
     kx = torch.fft.rfftfreq(w, device=shifts_yx.device, dtype=real)
     s = shifts_yx.to(real)
-    phase = s[..., 0, None, None] * ky[:, None] + s[..., 1, None, None] * kx[None, :]
-    return torch.polar(torch.ones_like(phase), -2 * torch.pi * phase)
+    # separable: exp(-2πi (sy ky + sx kx)) = exp(-2πi sy ky) exp(-2πi sx kx), one complex product
+    phase_y = (-2 * torch.pi) * s[..., 0, None, None] * ky[:, None]
+    phase_x = (-2 * torch.pi) * s[..., 1, None, None] * kx[None, :]
+    return torch.polar(torch.ones_like(phase_y), phase_y) * torch.polar(torch.ones_like(phase_x), phase_x)
 
 
 def fourier_shift(image: torch.Tensor, shifts_yx: torch.Tensor) -> torch.Tensor:

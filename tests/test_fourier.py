@@ -9,6 +9,7 @@ from cryosr.core.fourier import (
     fourier_pad,
     fourier_resample,
     fourier_rescale,
+    irfft2,
     upsample_bicubic,
     upsample_bilinear,
 )
@@ -60,6 +61,50 @@ def test_bin_sum_conserves_counts_and_matches_manual():
     assert b[1, 2, 1].item() == img[1, 4:6, 2:4].sum().item()
     with pytest.raises(ValueError, match="divisible"):
         bin_sum(torch.zeros(5, 4), 2)
+
+
+def test_bin_sum_other_factors_dtypes_and_gradients():
+    img = torch.arange(2 * 9 * 6, dtype=torch.float32).reshape(2, 9, 6)
+    torch.testing.assert_close(bin_sum(img, 3), img.reshape(2, 3, 3, 2, 3).sum(dim=(-3, -1)))
+    assert torch.equal(bin_sum(img, 1), img)
+    ints = torch.full((4, 4), 100, dtype=torch.uint8)
+    assert bin_sum(ints, 2).tolist() == [[400, 400], [400, 400]]  # integers are not wrapped at 255
+    x = torch.rand(1, 4, 6, dtype=torch.float64, requires_grad=True)
+    bin_sum(x, 2).sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_crop_and_pad_by_other_integer_and_rational_factors():
+    img = bandlimited(60, 60, 0.15)
+    small = fourier_crop(img, 3)
+    assert small.shape == (20, 20)
+    torch.testing.assert_close(fourier_pad(small, 3), img, atol=1e-9, rtol=0)
+    mid = fourier_crop(img, 1.5)  # 60 -> 40, band 0.15 < 0.5 / 1.5 is kept
+    assert mid.shape == (40, 40)
+    torch.testing.assert_close(fourier_pad(mid, 1.5), img, atol=1e-9, rtol=0)
+    up = fourier_pad(small, 2.5)
+    assert up.shape == (50, 50) and abs(up.mean().item() - img.mean().item()) < 1e-9
+    with pytest.raises(ValueError, match=">= 1"):
+        fourier_crop(img, 0.5)
+
+
+def test_irfft2_matches_torch_for_every_path():
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.complex64, torch.complex128):
+        spec = torch.randn(3, 16, 9, dtype=dtype, generator=g)  # not Hermitian: same conventions as torch
+        for s in ((16, 16), (16, 17)):
+            ref = torch.fft.irfft2(spec, s=s)
+            out = irfft2(spec, s)
+            assert out.dtype == ref.dtype
+            torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    buf = torch.empty(3, 16, 16)
+    spec = torch.randn(3, 16, 9, dtype=torch.complex64, generator=g)
+    assert irfft2(spec, (16, 16), out=buf) is buf
+    torch.testing.assert_close(buf, torch.fft.irfft2(spec, s=(16, 16)), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(irfft2(spec.conj(), (16, 16)), torch.fft.irfft2(spec.conj(), s=(16, 16)), atol=1e-6, rtol=1e-6)
+    leaf = spec.clone().requires_grad_(True)
+    irfft2(leaf, (16, 16)).sum().backward()  # autograd goes through torch.fft
+    assert leaf.grad is not None
 
 
 def test_interpolating_upsamplers_reproduce_linear_ramps_and_constants():

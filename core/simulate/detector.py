@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cryosr.core.fourier import bin_sum, fourier_crop
+from cryosr.core.fourier import bin_sum, fourier_crop, irfft2
 
 __all__ = ["apply_mtf", "detect", "downsample_counts", "mtf_rfft"]
 
@@ -43,7 +43,7 @@ def apply_mtf(counts: torch.Tensor, mtf: torch.Tensor | None) -> torch.Tensor:
     if mtf is None:
         return counts
     h, w = counts.shape[-2:]
-    out = torch.fft.irfft2(torch.fft.rfft2(counts) * (mtf / mtf[0, 0]), s=(h, w))
+    out = irfft2(torch.fft.rfft2(counts) * (mtf / mtf[0, 0]), (h, w))
     return out.clamp_min(0)
 
 

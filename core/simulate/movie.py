@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,7 @@ from torch_ctf import calculate_ctf_2d
 
 from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.errors import InputError
+from cryosr.core.fourier import irfft2
 from cryosr.core.shifts import phase_ramp
 from cryosr.core.simulate.config import SimulationConfig
 from cryosr.core.simulate.detector import apply_mtf, detect, downsample_counts, mtf_rfft
@@ -226,43 +228,41 @@ def _ice_spectrum(
 
 
 def _paste(
-    boxes: torch.Tensor, centres_yx_px: torch.Tensor, size: int, pad: int
+    boxes: torch.Tensor, centres_yx_px: torch.Tensor, canvas: torch.Tensor, pad: int
 ) -> torch.Tensor:
-    """Sum particle boxes (centre at ``box // 2``) into a ``size``² canvas at sub-pixel centres.
+    """Add particle boxes (centre at ``box // 2``) into a padded canvas at sub-pixel centres.
 
     Parameters
     ----------
     boxes : torch.Tensor
         `(p, b, b // 2 + 1)` rfft2 spectra of the particles centred at ``b // 2``.
     centres_yx_px : torch.Tensor
-        `(p, 2)` centres in canvas pixels.
-    size : int
-        Canvas edge.
+        `(p, 2)` centres in field pixels (the field starts at ``pad`` in the canvas).
+    canvas : torch.Tensor
+        `(size + 2 pad, size + 2 pad)` float32 working canvas, zeroed by the caller; modified in place.
     pad : int
-        Margin (>= b) that keeps every box inside the working canvas.
+        Margin (>= b) that keeps every box inside the canvas.
 
     Returns
     -------
-    canvas : torch.Tensor
-        `(size, size)` float32.
+    field : torch.Tensor
+        `(size, size)` view of the canvas without its margin.
     """
-    dev = boxes.device
-    canvas = torch.zeros((size + 2 * pad) ** 2, device=dev)
+    n = canvas.shape[-1]
+    field = canvas[pad:-pad, pad:-pad]
     if boxes.shape[0] == 0:
-        return canvas.reshape(size + 2 * pad, -1)[pad:-pad, pad:-pad]
+        return field
     b = boxes.shape[-2]
     base = torch.floor(centres_yx_px)
     frac = (centres_yx_px - base).to(torch.float32)
-    real = torch.fft.irfft2(boxes * phase_ramp((b, b), frac), s=(b, b))
+    real = irfft2(boxes * phase_ramp((b, b), frac), (b, b))
     top = base.long() - b // 2 + pad
-    if (top < 0).any() or (top + b > size + 2 * pad).any():
+    if (top < 0).any() or (top + b > n).any():
         raise InputError(None, "a particle drifted outside the simulated field; reduce the motion")
-    ar = torch.arange(b, device=dev)
-    rows = top[:, 0, None] + ar
-    cols = top[:, 1, None] + ar
-    flat = rows[:, :, None] * (size + 2 * pad) + cols[:, None, :]
-    canvas.index_add_(0, flat.reshape(-1), real.reshape(-1))
-    return canvas.reshape(size + 2 * pad, -1)[pad:-pad, pad:-pad]
+    # one slice-add per particle: much faster than a scattered index_add_ of every pixel
+    for (y, x), image in zip(top.tolist(), real):
+        canvas[y : y + b, x : x + b] += image
+    return field
 
 
 def simulate_movie(
@@ -327,7 +327,8 @@ def simulate_movie(
         fftshift=False,
     ).to(torch.float32)
     dose = cumulative_dose(t, config.dose_per_frame, device=device)
-    q2 = torch.zeros(n_hr, n_hr // 2 + 1, device=device)  # Σ_j q_j², for the dose-weighted truth
+    # damage exponent per e/Å²: q_j = exp(N_j · log q(1)), computed once instead of once per frame
+    log_q = dose_filter((n_hr, n_hr), torch.ones(1, device=device), p_hr, voltage_kv=config.voltage_kv)[0].log()
     mtf_hr = mtf_lr = None
     if config.mtf_frequencies:
         f = torch.tensor(config.mtf_frequencies, device=device)
@@ -337,44 +338,78 @@ def simulate_movie(
 
     ky = torch.fft.fftfreq(n_hr, device=device, dtype=torch.float64)
     kx = torch.fft.rfftfreq(n_hr, device=device, dtype=torch.float64)
+    # expected counts = counts_per_px · (A (1 - 2 contrast) + background), contrast = CTF ⊛ σ·(potential):
+    # the constant factors ride on the CTF, whose k = 0 term is dropped (a uniform phase has no contrast)
+    offset = counts_per_px * (attenuation + background)
+    ctf_counts = ctf * (-2.0 * attenuation * counts_per_px * sigma)
+    ctf_counts[0, 0] = 0
+    canvas = torch.zeros(n_hr + 2 * box, n_hr + 2 * box, device=device)
+    spec = torch.empty(n_hr, n_hr // 2 + 1, dtype=torch.complex64, device=device)
+    ramp = torch.empty_like(spec)
+    q = torch.empty(n_hr, n_hr // 2 + 1, device=device)
+    factor = torch.empty_like(q)
+    q2 = torch.zeros_like(q)  # Σ_j q_j², for the dose-weighted truth
+    expected = torch.empty(n_hr, n_hr, device=device)
 
-    def phase_spectrum(centres: torch.Tensor, shift_px: torch.Tensor) -> torch.Tensor:
-        canvas = _paste(spectra, centres, n_hr, box)
-        # separable phase ramp of the global shift (the ice moves with the whole specimen)
-        ramp_y = torch.exp(-2j * torch.pi * ky * float(shift_px[0])).to(torch.complex64)
-        ramp_x = torch.exp(-2j * torch.pi * kx * float(shift_px[1])).to(torch.complex64)
-        spec = torch.fft.rfft2(canvas) + ice * ramp_y[:, None] * ramp_x[None, :]
-        spec = spec * sigma
-        spec[0, 0] = 0
-        return spec
-
-    def intensity(phase_spec: torch.Tensor) -> torch.Tensor:
-        contrast = torch.fft.irfft2(phase_spec * ctf, s=(n_hr, n_hr))
-        return (attenuation * (1 - 2 * contrast) + background).clamp_min(0)
+    def potential_spectrum(centres: torch.Tensor, shift_px: torch.Tensor | None) -> torch.Tensor:
+        """rfft2 of particles + ice (V·Å) into ``spec``; the ice moves with the global shift."""
+        canvas.zero_()
+        torch.fft.rfft2(_paste(spectra, centres, canvas, box), out=spec)
+        if shift_px is None:
+            return spec.add_(ice)
+        torch.mul(
+            torch.exp(-2j * torch.pi * ky * float(shift_px[0])).to(torch.complex64)[:, None],
+            torch.exp(-2j * torch.pi * kx * float(shift_px[1])).to(torch.complex64)[None, :],
+            out=ramp,
+        )
+        return spec.addcmul_(ice, ramp)
 
     lr = torch.empty(t, config.size, config.size, device=device)
     hr = torch.empty(t, n_hr, n_hr, device=device)
     clean_lr = torch.empty_like(lr) if config.save_clean_frames else None
     clean_hr_frames = torch.empty_like(hr) if config.save_clean_frames else None
-    for j in range(t):
-        centres_j = centres_px + shifts_px[j] + jitter_px[:, j]
-        q_j = dose_filter((n_hr, n_hr), dose[j : j + 1], p_hr, voltage_kv=config.voltage_kv)[0]
-        q2 += q_j**2
-        spec_j = phase_spectrum(centres_j, shifts_px[j]) * q_j
-        expected = counts_per_px * intensity(spec_j)
-        exp_hr = apply_mtf(expected, mtf_hr)
-        exp_lr = apply_mtf(downsample_counts(expected, config.bin_factor, config.lr_operator), mtf_lr)
+
+    def record(j: int, exp_hr: torch.Tensor, exp_lr: torch.Tensor) -> None:
+        """Poisson-sample frame j (HR, then LR: one generator, always in this order)."""
         hr[j] = detect(exp_hr, gen)
         lr[j] = detect(exp_lr, gen)
         if clean_lr is not None and clean_hr_frames is not None:
             clean_lr[j] = exp_lr
             clean_hr_frames[j] = exp_hr
 
+    # On the CPU torch.poisson is single-threaded: sample frame j in a worker thread while frame
+    # j + 1 is rendered (two alternating buffers; the draws and their order are the same as inline).
+    overlap = device.type == "cpu" and t > 1
+    buffers = [expected, torch.empty_like(expected)] if overlap else [expected]
+    pending = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for j in range(t):
+            potential_spectrum(centres_px + shifts_px[j] + jitter_px[:, j], shifts_px[j])
+            torch.mul(log_q, dose[j], out=q).exp_()
+            q2.addcmul_(q, q)
+            torch.mul(ctf_counts, q, out=factor)
+            torch.view_as_real(spec).mul_(factor[..., None])
+            frame = buffers[j % len(buffers)]  # its previous user (frame j - 2) has been recorded
+            irfft2(spec, (n_hr, n_hr), out=frame)
+            frame.add_(offset).clamp_min_(0)
+            exp_hr = apply_mtf(frame, mtf_hr)
+            exp_lr = apply_mtf(downsample_counts(frame, config.bin_factor, config.lr_operator), mtf_lr)
+            if pending is not None:
+                pending.result()
+            if overlap:
+                pending = pool.submit(record, j, exp_hr, exp_lr)
+            else:
+                record(j, exp_hr, exp_lr)
+        if pending is not None:
+            pending.result()
+
     # motion-free truths: Σ_j q_j · (q_j S) · sqrt(t / Σ q²) = S · sqrt(t Σ q²) (dose_weighted_sum)
-    spec0 = phase_spectrum(centres_px, torch.zeros(2, device=device))
-    dw_contrast = torch.fft.irfft2(spec0 * ctf * torch.sqrt(t * q2), s=(n_hr, n_hr))
-    clean_hr = counts_per_px * (t * (attenuation + background) - 2 * attenuation * dw_contrast)
-    clean_noctf = torch.fft.irfft2(spec0 * torch.sqrt(q2 / t), s=(n_hr, n_hr))
+    spec0 = potential_spectrum(centres_px, None)
+    dw_contrast = irfft2(spec0 * (ctf_counts * torch.sqrt(t * q2)), (n_hr, n_hr))
+    clean_hr = t * offset + dw_contrast
+    noctf = torch.sqrt(q2 / t) * sigma
+    noctf[0, 0] = 0
+    clean_noctf = irfft2(spec0 * noctf, (n_hr, n_hr))
 
     yx_hr = centres_px.to(torch.float64)
     info = {
