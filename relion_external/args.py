@@ -37,7 +37,11 @@ PARAMS: dict[str, str] = {
     "device": "auto (default), cpu, cuda or cuda:N",
     "gpu": "GPU index within the visible set (CUDA_VISIBLE_DEVICES), RELION style '0' or '0:1' (first used); "
     "a negative value means CPU",
-    "iterations": "optimiser steps of the trained method (zssr)",
+    "iterations": "optimiser steps of the trained method (zssr) per micrograph (dataset mode default: 30)",
+    "mode": "zssr: 'movie' (train on each micrograph's own movie, default) or 'dataset' (train once on the first "
+    "train_movies micrographs, then a short fine-tune per micrograph, as `cryosr superres --mode dataset`)",
+    "train_movies": "dataset mode: micrographs used for the shared training (default 3)",
+    "train_iterations": "dataset mode: steps of the shared training (default: the per-movie default)",
     "tile": "tile edge in pixels (0: whole micrograph at once)",
     "dose_per_frame": "e/A^2 per frame; required for --in_movies (MotionCorr metadata provides it otherwise)",
     "gain_ref": "gain reference for --in_movies input",
@@ -129,8 +133,8 @@ class JobArgs:
         ``movies`` or ``micrographs``.
     threads : int
         ``--j``.
-    method, scale, device, gpu, iterations, tile, dose_per_frame, gain_ref, gain_rot, gain_flip, enhance, model,
-    overwrite, workers, verbose :
+    method, scale, device, gpu, iterations, mode, train_movies, train_iterations, tile, dose_per_frame, gain_ref,
+    gain_rot, gain_flip, enhance, model, overwrite, workers, verbose :
         User parameters (see ``PARAMS``); ``gpu`` is None when not given.
     """
 
@@ -143,6 +147,9 @@ class JobArgs:
     device: str = "auto"
     gpu: str | None = None
     iterations: int | None = None
+    mode: str = "movie"
+    train_movies: int = 3
+    train_iterations: int | None = None
     tile: int | None = None
     dose_per_frame: float | None = None
     gain_ref: Path | None = None
@@ -177,6 +184,12 @@ class JobArgs:
             raise InputError(None, f"--gain_flip {self.gain_flip}: expected 0, 1 or 2")
         if self.workers < 1:
             raise InputError(None, f"--workers {self.workers}: need at least 1")
+        if self.mode not in ("movie", "dataset"):
+            raise InputError(None, f"--mode {self.mode!r}: use movie or dataset")
+        if self.mode == "dataset" and (self.method != "zssr" or self.enhance):
+            raise InputError(None, "--mode dataset trains zssr once: give --method zssr (and no --enhance)")
+        if self.train_movies < 1 or (self.train_iterations is not None and self.train_iterations < 1):
+            raise InputError(None, "--train_movies and --train_iterations must be at least 1")
 
 
 def parse_args(argv: list[str]) -> JobArgs:
@@ -223,6 +236,11 @@ def parse_args(argv: list[str]) -> JobArgs:
         device=(flags.get("device") or "auto").strip(),
         gpu=None if gpu is None else gpu.strip(),
         iterations=None if not flags.get("iterations") else int(_as_number("iterations", flags["iterations"], int)),
+        mode=(flags.get("mode") or "movie").strip(),
+        train_movies=int(_as_number("train_movies", flags.get("train_movies") or "3", int)),
+        train_iterations=(
+            None if not flags.get("train_iterations") else int(_as_number("train_iterations", flags["train_iterations"], int))
+        ),
         tile=None if not flags.get("tile") else int(_as_number("tile", flags["tile"], int)),
         dose_per_frame=(
             None if not flags.get("dose_per_frame") else float(_as_number("dose_per_frame", flags["dose_per_frame"], float))

@@ -8,6 +8,7 @@ provenance JSON, ``RELION_OUTPUT_NODES.star`` and, last, ``RELION_JOB_EXIT_SUCCE
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -15,6 +16,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +27,9 @@ from cryosr.core.device import resolve_device
 from cryosr.core.errors import CryosrError, InputError
 from cryosr.core.io import atomic_path, read_mrc_header, read_star, write_star
 from cryosr.core.io.motion_star import RelionMotion, read_relion_motion
-from cryosr.core.scale.runner import run_movie_tasks
+from cryosr.core.scale.runner import MovieRunner
 from cryosr.core.superres.engine import SuperresConfig
-from cryosr.core.superres.pipeline import MovieTask, process_movie
+from cryosr.core.superres.pipeline import MovieTask, process_movie, train_dataset
 from cryosr.relion_external.args import JobArgs
 from cryosr.relion_external.logs import ensure_stdout_logging
 from cryosr.relion_external.nodes import detect_relion_version, output_nodes_blocks
@@ -44,6 +46,7 @@ __all__ = [
     "process_relion_task",
     "run_job",
     "select_device",
+    "train_relion",
     "worker_devices",
 ]
 
@@ -253,6 +256,8 @@ def _superres_config(args: JobArgs, w: WorkItem) -> SuperresConfig:
     kwargs: dict = {"scale": args.scale, "voltage_kv": w.voltage_kv, "pre_exposure": w.pre_exposure}
     for name in ("method", "iterations", "tile"):
         value = getattr(args, name)
+        if name == "iterations" and value is None and args.mode == "dataset":
+            value = 30  # a short fine-tune from the shared weights, as `cryosr superres --mode dataset`
         if value is None:
             continue
         if name not in fields:
@@ -336,7 +341,9 @@ def _enhancer(model: str, device: str) -> _Enhancer:
     return _Enhancer(model, torch.device(device))
 
 
-def process_relion_task(task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False) -> dict:
+def process_relion_task(
+    task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False, weights: dict | None = None
+) -> dict:
     """``process_fn`` of ``run_movie_tasks`` for one micrograph of an External job (in-process or on a worker).
 
     Everything specific to the micrograph travels in ``task.extra`` (picklable, for Dask workers): its
@@ -358,6 +365,8 @@ def process_relion_task(task: MovieTask, config: SuperresConfig, *, device: torc
         Compute device chosen by the runner.
     overwrite : bool
         Unused; ``task.extra["overwrite"]`` decides (the runner forces it for missing outputs).
+    weights : dict | None
+        Dataset mode: the shared zssr weights each micrograph fine-tunes from.
 
     Returns
     -------
@@ -388,7 +397,7 @@ def process_relion_task(task: MovieTask, config: SuperresConfig, *, device: torc
             if x["enhance"]:
                 record = _enhancer(x["model"], str(device))(task)
             else:
-                record = process_movie(task, x["config"], device=device, overwrite=True)
+                record = process_movie(task, x["config"], device=device, overwrite=True, weights=weights)
     except JobAborted:
         logger.warning("%s %s: abort requested during the computation; stopped", where, x["name"])
         return {**base, "aborted": True}
@@ -421,25 +430,57 @@ def _tasks(args: JobArgs, work: list[WorkItem], configs: list[SuperresConfig], s
     return tasks
 
 
-def _run_tasks(args: JobArgs, tasks: list[MovieTask], config: SuperresConfig, visible: str | None) -> list[dict]:
-    """Run the tasks in this process (``workers 1``) or on a local Dask cluster, through ``run_movie_tasks``."""
-    if args.workers == 1:
-        return run_movie_tasks(tasks, config, device_spec=select_device(args.gpu, args.device, visible),
-                               progress=False, process_fn=process_relion_task)  # fmt: skip
-    spec, cuda_visible = worker_devices(args.gpu, args.device, visible)
-    logger.info("%d Dask workers (%d torch threads each), device %s%s", args.workers, max(1, args.threads // args.workers),
-                spec, f", GPUs {cuda_visible}" if cuda_visible else "")  # fmt: skip
-    if cuda_visible is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible  # the runner pins workers from it
+def train_relion(tasks: list[MovieTask], config: SuperresConfig, *, device: torch.device) -> tuple[dict, list[dict]]:
+    """``train_fn`` of ``MovieRunner.train`` (dataset mode): ``train_dataset`` with abort polling and run.out logs."""
+    x = tasks[0].extra
+    if x.get("log_to_stdout"):
+        ensure_stdout_logging()
+    if x.get("threads"):
+        torch.set_num_threads(x["threads"])
+    logger.info("dataset mode: training zssr once on %d micrograph(s) (%s steps each)", len(tasks),
+                config.iterations or "default")  # fmt: skip
+    with AbortWatcher(JobStatus(Path(x["job_dir"])), x.get("abort_poll_s", ABORT_POLL_S)):
+        return train_dataset(tasks, config, device=device)
+
+
+@contextlib.contextmanager
+def _cuda_visible(value: str | None) -> Iterator[None]:
+    """Set ``CUDA_VISIBLE_DEVICES`` while the runner starts its workers (they are pinned from it)."""
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = value
     try:
-        return run_movie_tasks(tasks, config, device_spec=spec, workers=args.workers, progress=False,
-                               process_fn=process_relion_task)  # fmt: skip
+        yield
     finally:
-        if cuda_visible is not None:
-            if visible is None:
+        if value is not None:
+            if old is None:
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = visible
+                os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
+def _run_tasks(args: JobArgs, tasks: list[MovieTask], config: SuperresConfig, status: JobStatus,
+               visible: str | None) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """Run the tasks in this process (``workers 1``) or on a local Dask cluster, through ``MovieRunner``.
+
+    Returns the records (one per task, in order) and, in dataset mode, the shared training's records.
+    """
+    if args.workers == 1:
+        spec, cuda_visible = select_device(args.gpu, args.device, visible), None
+    else:
+        spec, cuda_visible = worker_devices(args.gpu, args.device, visible)
+        logger.info("%d Dask workers (%d torch threads each), device %s%s", args.workers,
+                    max(1, args.threads // args.workers), spec, f", GPUs {cuda_visible}" if cuda_visible else "")  # fmt: skip
+    with _cuda_visible(cuda_visible), MovieRunner(device_spec=spec, workers=args.workers, progress=False) as runner:
+        weights, training = None, []
+        if args.mode == "dataset":
+            train_config = dataclasses.replace(config, iterations=args.train_iterations)
+            try:
+                weights, training = runner.train(tasks[: args.train_movies], train_config, train_fn=train_relion)
+            except RuntimeError:  # on a worker an abort surfaces as a failed training task
+                status.check_abort()
+                raise
+        return runner.run(tasks, config, process_fn=process_relion_task, weights=weights), training
 
 
 def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, project_dir: Path = Path(".")) -> JobResult:
@@ -505,8 +546,10 @@ def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, pro
         else:
             todo.append(i)
     status.check_abort()
+    training: list[dict] = []
     if todo:
-        for i, record in zip(todo, _run_tasks(args, [tasks[i] for i in todo], configs[todo[0]], visible)):
+        done, training = _run_tasks(args, [tasks[i] for i in todo], configs[todo[0]], status, visible)
+        for i, record in zip(todo, done, strict=True):
             records[i] = record
     status.check_abort()
     if any(r.get("aborted") for r in records):
@@ -529,6 +572,7 @@ def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, pro
         "relion_version": version,
         "device": str(device),
         "workers": args.workers,
+        "dataset_training": training,
         "micrographs": records,
     }
     with atomic_path(job_dir / PROVENANCE, overwrite=True) as tmp:

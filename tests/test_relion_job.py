@@ -452,3 +452,18 @@ def test_two_dask_workers_give_the_same_outputs_as_one_process(tmp_path, monkeyp
     assert "3 Dask workers" not in out and "2 Dask workers (1 torch threads each)" in out
     # the workers' progress lines reach run.out (they inherit stdout)
     assert all(f"[{k}/3] MotionCorr/job002/Movies/day1/mov_0{k - 1}.mrc -> External/job004/" in out for k in (1, 2, 3))
+
+
+def test_dataset_mode_trains_once_then_fine_tunes_each(tmp_path, monkeypatch):
+    make_project(tmp_path, n=3, t=6)
+    monkeypatch.chdir(tmp_path)
+    assert run("--method", "zssr", "--mode", "dataset", "--train_movies", "2", "--train_iterations", "3",
+               "--iterations", "2") == 0  # fmt: skip
+    provenance = json.loads((tmp_path / JOB / "cryosr_relion.json").read_text())
+    assert [Path(r["movie"]).name for r in provenance["dataset_training"]] == ["mov_00.mrcs", "mov_01.mrcs"]
+    records = provenance["micrographs"]
+    assert [r["info"]["init"] for r in records] == ["given weights"] * 3
+    assert [r["config"]["iterations"] for r in records] == [2] * 3
+    for r in records:
+        header = read_mrc_header(tmp_path / r["output"])
+        assert header["shape"] == (1, 64, 64) and header["pixel_size_a"] == pytest.approx(0.5)
