@@ -1,9 +1,11 @@
 """One External-job run: validate every input, super-resolve each micrograph, then register the outputs.
 
 Order (../shared/docs/relion_external.md §1.3): stale markers and ``RELION_OUTPUT_NODES.star`` removed first;
-every input checked before anything is written; micrographs processed one by one with an abort check
-before each (finished ones are skipped, so RELION's "Continue" resumes); then ``micrographs.star``, the
-provenance JSON, ``RELION_OUTPUT_NODES.star`` and, last, ``RELION_JOB_EXIT_SUCCESS`` (written by the caller).
+every input checked before anything is written; finished micrographs skipped (RELION's "Continue"
+resumes); the others run through the shared ``MovieRunner`` (in this process, or on Dask workers with
+``workers N``), each with an abort check before and while it is computed; a micrograph that fails makes
+the job fail after the others; then ``micrographs.star``, the provenance JSON, ``RELION_OUTPUT_NODES.star``
+and, last, ``RELION_JOB_EXIT_SUCCESS`` (written by the caller).
 """
 
 from __future__ import annotations
@@ -344,7 +346,7 @@ def _enhancer(model: str, device: str) -> _Enhancer:
 def process_relion_task(
     task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False, weights: dict | None = None
 ) -> dict:
-    """``process_fn`` of ``run_movie_tasks`` for one micrograph of an External job (in-process or on a worker).
+    """``process_fn`` of ``MovieRunner.run`` for one micrograph of an External job (in-process or on a worker).
 
     Everything specific to the micrograph travels in ``task.extra`` (picklable, for Dask workers): its
     own ``SuperresConfig`` (voltage and pre-exposure differ per optics group / movie), the job directory
@@ -410,7 +412,7 @@ def process_relion_task(
 
 def _tasks(args: JobArgs, work: list[WorkItem], configs: list[SuperresConfig], status: JobStatus,
            project_dir: Path, distributed: bool) -> list[MovieTask]:  # fmt: skip
-    """The MovieTasks handed to ``run_movie_tasks`` (absolute paths on workers: they may run elsewhere)."""
+    """The MovieTasks handed to ``MovieRunner.run`` (absolute paths on workers: they may run elsewhere)."""
     root = project_dir.resolve() if distributed else None
 
     def place(path: Path | None) -> Path | None:
