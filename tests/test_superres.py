@@ -98,33 +98,72 @@ def test_wiener_beats_drizzle_under_noise() -> None:
     assert wie[0] > bic[0]
 
 
-def test_zssr_training_reduces_loss_and_dataset_weights_are_reused() -> None:
+def test_zssr_scale_pairing_training_reduces_loss() -> None:
+    """The seed paper's pairing (later frames 2x-binned -> early frames), kept for comparison."""
     frames, shifts, _ = make_movie(seed=1, hr=128, t=12, noise=True)
-    cfg = ZssrConfig(iterations=60, crop=32, batch=4, features=16, depth=3)
+    cfg = ZssrConfig(pairing="scale", iterations=60, crop=32, batch=4, features=16, depth=3)
     net, info = train_zssr(frames, shifts, dose_per_frame=DOSE, pixel_size_a=PX_LR, config=cfg)
     assert info["loss_last"] < 0.9 * info["loss_first"]
-    # dataset mode: a movie started from given weights with 0 steps returns those weights unchanged
-    weights = {k: v.clone() for k, v in net.state_dict().items()}
-    res = run_superres(
-        frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, shifts_yx_px=shifts,
-        config=SuperresConfig(method="zssr", iterations=0), weights=_default_shape_weights(weights),
+    res = run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, shifts_yx_px=shifts,
+                       config=SuperresConfig(method="zssr", zssr_pairing="scale", iterations=5))
+    assert res.image.shape == (128, 128) and res.info["train_pairing"] == "scale"
+
+
+def disk_movie(seed: int, hr: int = 128, t: int = 12, mean: float = 2.0):
+    """Sparse bright disks (non-Gaussian structure a network can learn), drifting, 2x2-integrated, Poisson."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(hr), torch.arange(hr), indexing="ij")
+    x = torch.full((hr, hr), mean)
+    for _ in range(25):
+        cy, cx = torch.randint(0, hr, (2,), generator=g).tolist()
+        r = 3 + 4 * float(torch.rand(1, generator=g))
+        x = x + mean * (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r).float()
+    shifts_hr = torch.cumsum(torch.randn(t, 2, generator=g) * 0.6 + torch.tensor([0.8, 0.5]), 0)
+    frames = torch.poisson(bin_sum(fourier_shift(x.expand(t, hr, hr), shifts_hr)).clamp(min=0), generator=g)
+    return frames, shifts_hr / 2, x
+
+
+def _mse_after_affine_fit(image: torch.Tensor, truth: torch.Tensor) -> float:
+    a, b = image - image.mean(), truth - truth.mean()
+    return float(((float((a * b).sum() / (a * a).sum())) * a - b).pow(2).mean())
+
+
+def test_zssr_halves_learns_structure_and_beats_wiener() -> None:
+    """Noise2Noise between the Wiener halves: kept only when it beats linear shrinkage on held-out data."""
+    frames, shifts, truth = disk_movie(0)
+    kw = {"pixel_size_a": PX_LR, "dose_per_frame": 0.01, "shifts_yx_px": shifts}
+    wiener = run_superres(frames, config=SuperresConfig(method="wiener"), **kw).image
+    res = run_superres(frames, config=SuperresConfig(method="zssr", iterations=100), **kw)
+    info = res.info
+    assert info["train_loss_last"] < 0.9 * info["train_loss_first"]
+    assert info["train_best_step"] > 0 and info["train_val_best"] < 0.9 * info["train_val_identity"]
+    assert _mse_after_affine_fit(res.image, truth) < 0.95 * _mse_after_affine_fit(wiener, truth)
+    # dataset mode: the trained weights start another movie (0 steps): used as given when they beat the baseline
+    other, other_shifts, _ = disk_movie(1)
+    res2 = run_superres(
+        other, pixel_size_a=PX_LR, dose_per_frame=0.01, shifts_yx_px=other_shifts,
+        config=SuperresConfig(method="zssr", iterations=0), weights=res.weights,
     )
-    assert res.info["init"] == "given weights"
-    for k, v in _default_shape_weights(weights).items():
-        assert torch.equal(res.weights[k], v)
+    assert res2.info["init"] == "given weights" and res2.info["train_best_step"] == 0
+    for k, v in res.weights.items():
+        assert torch.equal(res2.weights[k], v)
 
 
-def _default_shape_weights(_: dict) -> dict:
-    torch.manual_seed(5)
-    net = ZssrNet()
-    for p in net.parameters():
-        p.data.normal_(0, 0.01)
-    return net.state_dict()
+def test_zssr_halves_falls_back_to_wiener_without_learnable_structure() -> None:
+    """On a Gaussian-textured movie a radial linear (Wiener) filter is optimal: the network is set to the identity."""
+    frames, shifts, _ = make_movie(seed=4, hr=128, t=12, mean=2.0, noise=True)
+    kw = {"pixel_size_a": PX_LR, "dose_per_frame": DOSE, "shifts_yx_px": shifts}
+    wiener = run_superres(frames, config=SuperresConfig(method="wiener"), **kw).image
+    res = run_superres(frames, config=SuperresConfig(method="zssr", iterations=40), **kw)
+    assert res.info["train_best_step"] == -1
+    torch.testing.assert_close(res.image, wiener, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="pairing"):
+        SuperresConfig(zssr_pairing="bogus")
 
 
 def test_zssr_tiled_inference_equals_untiled() -> None:
     torch.manual_seed(0)
-    net = ZssrNet(n_groups=2, features=8, depth=4).eval()
+    net = ZssrNet(in_channels=2, features=8, depth=4).eval()
     for p in net.parameters():
         p.data.normal_(0, 0.1)
     x = torch.randn(1, 2, 96, 80)
@@ -143,7 +182,7 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="frames"):
         run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, shifts_yx_px=shifts[:3])
     with pytest.raises(ValueError, match="zssr needs at least"):
-        run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, config=SuperresConfig(method="zssr"))
+        run_superres(frames[:3], pixel_size_a=PX_LR, dose_per_frame=DOSE, config=SuperresConfig(method="zssr"))
     with pytest.raises(ValueError, match="scale"):
         SuperresConfig(scale=3)
 

@@ -169,6 +169,7 @@ def wiener_unalias(
     pre_exposure: float = 0.0,
     voltage_kv: float = 300.0,
     prior_scale: float = 1.0,
+    frame_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Reconstruct the 2x image from LR frames with known shifts.
 
@@ -188,6 +189,9 @@ def wiener_unalias(
         Acceleration voltage.
     prior_scale : float
         Multiplies the estimated signal prior (larger: less regularisation; ``inf``: least squares).
+    frame_index : torch.Tensor | None
+        `(t,)` position of each given frame in the original movie (0-based), for a subset of frames
+        such as the even or odd half; sets each frame's accumulated exposure (None: ``0 .. t-1``).
 
     Returns
     -------
@@ -203,7 +207,12 @@ def wiener_unalias(
     cplx = torch.complex128 if frames.dtype == torch.float64 else torch.complex64
     real = torch.float64 if frames.dtype == torch.float64 else torch.float32
     spectra = torch.fft.fft2(frames.to(real))
-    dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
+    if frame_index is None:
+        dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
+    else:
+        if tuple(frame_index.shape) != (t,):
+            raise ValueError(f"frame_index has shape {tuple(frame_index.shape)}, expected ({t},)")
+        dose = pre_exposure + dose_per_frame * (frame_index.to(dev, torch.float32) + 0.5)
     q_full = dose_filter(big, dose, pixel_size_a / 2, voltage_kv=voltage_kv, rfft=False).to(real)  # (t, 2h, 2w)
     ky, kx, fy, fx = _alias_freqs(h, w, dev)
     # in-square alias of every LR bin, for the prior estimate

@@ -1,24 +1,38 @@
-"""Shift-aware cryo-ZSSR: a small CNN trained per movie from its own frames (Noise2Noise), 2x output.
+"""Shift-aware cryo-ZSSR: a small CNN trained per movie from its own frames (self-supervised), 2x output.
 
-Input representation (shift-aware): the frames are split into ``n_groups`` consecutive groups and
-each group is *drizzled* from its native LR frames and sub-pixel shifts onto the fine grid, so the
-channels keep the sub-pixel phase diversity (no interpolation before fusing). The fine-grid channels
-are folded 2x2 into the channel axis (pixel-unshuffle), the network works on the coarse grid and a
-pixel-shuffle returns to the fine grid at the end. The output is a residual on top of the mean of
-the group drizzles.
+Two ways of building the self-supervised training pairs (``ZssrConfig.pairing``):
 
-Self-supervised training at a 2x coarser scale (Huang et al. 2023, made shift-aware): the LR frames
-are 2x2-binned once more; the *later* frames (more damaged) are drizzled in groups onto the LR grid
-with their halved shifts (their distinct sub-pixel phases survive the binning because the shifts are
-halved, not rounded) and the target is the aligned exposure-weighted sum of the *early* frames at the
-LR grid. Input and target noise are independent (disjoint frames), so the MSE minimiser is the
-early-frame signal. At inference the same network is applied one scale up to groups of all frames.
+``halves`` (default) -- Noise2Noise at the output scale. The even and the odd frames are unaliased
+separately onto the 2x grid with the Wiener method (``cryosr.core.superres.wiener``: every frame on
+its native LR grid with its own sub-pixel shift, exposure filter and 2x2 pixel integration), so the
+two half reconstructions carry the same beyond-Nyquist signal with independent counting noise. The
+network (a residual on its input, last layer initialised to zero, so it starts as the identity)
+learns to map one half onto the other, on crops with random rotations/flips. The whole Wiener
+reconstruction of all frames, put on the halves' intensity scale, is then refined by the network.
+A strip of the image (``validation_fraction``) is kept out of training; the network is evaluated
+there on the held-out pairs every ``eval_every`` steps and the best state is kept. It is used only
+if it beats, on the held-out strip, the best radially symmetric linear filter of the input (fitted
+on the training area; such a filter changes no Fourier ring correlation); otherwise the network is
+set to the identity and the output is the plain Wiener reconstruction.
+
+``scale`` -- the pairing of the seed paper (Huang et al. 2023), made shift-aware, kept for
+comparison: the LR frames are 2x2-binned once more; the *later* frames (more damaged) are drizzled
+in groups onto the LR grid with their halved shifts and the target is the aligned exposure-weighted
+sum of the *early* frames at the LR grid (disjoint frames, independent noise). At inference the same
+network is applied one scale up to groups of all frames drizzled onto the 2x grid. Measured on
+simulated movies (README, section superres) it fails: counting statistics and the CTF are not
+scale-invariant, so what the network learns one scale down does not transfer one scale up.
+
+The network works on the coarse grid (pixel-unshuffle of the fine-grid channels) and returns to the
+fine grid with a pixel-shuffle.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +47,22 @@ from cryosr.core.superres.drizzle import drizzle
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZssrConfig", "ZssrNet", "group_drizzles", "infer_zssr", "min_frames", "train_zssr"]
+__all__ = [
+    "PAIRINGS",
+    "ZssrConfig",
+    "ZssrNet",
+    "group_drizzles",
+    "infer_zssr",
+    "make_net",
+    "min_frames",
+    "refine_zssr",
+    "set_identity",
+    "train_zssr",
+    "train_zssr_halves",
+]
+
+
+PAIRINGS = ("halves", "scale")
 
 
 @dataclass(frozen=True)
@@ -42,8 +71,12 @@ class ZssrConfig:
 
     Attributes
     ----------
+    pairing : str
+        ``halves`` (Noise2Noise between the Wiener reconstructions of the even and odd frames, at
+        the output scale) or ``scale`` (the seed paper's pairing one scale down: later frames
+        2x-binned -> early-frame average).
     n_groups : int
-        Frame groups = input channels.
+        ``scale`` pairing: frame groups = input channels (``halves`` uses one channel).
     features : int
         Convolution width.
     depth : int
@@ -57,11 +90,19 @@ class ZssrConfig:
     learning_rate : float
         Adam learning rate.
     early_fraction : float
-        Fraction of the frames (the earliest) that forms the training target.
+        ``scale`` pairing: fraction of the frames (the earliest) that forms the training target.
+    validation_fraction : float
+        ``halves`` pairing: fraction of the image width held out for model selection.
+    eval_every : int
+        ``halves`` pairing: steps between evaluations on the held-out strip.
+    train_region : int
+        ``halves`` pairing: edge (LR pixels) of the central region whose half reconstructions are
+        trained on (bounds the cost on 4k movies; 0: the whole frame).
     seed : int
         Seed of the crop sampler and of the weight initialisation.
     """
 
+    pairing: str = "halves"
     n_groups: int = 4
     features: int = 32
     depth: int = 5
@@ -70,28 +111,48 @@ class ZssrConfig:
     batch: int = 8
     learning_rate: float = 1e-3
     early_fraction: float = 0.4
+    validation_fraction: float = 0.2
+    eval_every: int = 25
+    train_region: int = 512
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise InputError(None, f"zssr: unknown pairing {self.pairing!r}; choose from {', '.join(PAIRINGS)}")
         if self.n_groups < 1 or self.features < 1 or self.depth < 2:
             raise InputError(None, "zssr: n_groups >= 1, features >= 1 and depth >= 2 are required")
         if self.iterations < 0 or self.crop < 8 or self.crop % 2:
             raise InputError(None, "zssr: iterations >= 0 and an even crop >= 8 are required")
         if not 0 < self.early_fraction < 1:
             raise InputError(None, f"zssr: early_fraction must be in (0, 1), got {self.early_fraction}")
+        if not 0 < self.validation_fraction < 0.5 or self.eval_every < 1:
+            raise InputError(None, "zssr: validation_fraction in (0, 0.5) and eval_every >= 1 are required")
+        if self.train_region < 0 or 0 < self.train_region < 32:
+            raise InputError(None, f"zssr: train_region must be 0 or >= 32 LR pixels, got {self.train_region}")
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the network (1 for ``halves``, ``n_groups`` for ``scale``)."""
+        return 1 if self.pairing == "halves" else self.n_groups
 
 
 def min_frames(config: ZssrConfig) -> int:
-    """Fewest frames the training pairs need (>= 1 early frame, one frame per later group)."""
-    return config.n_groups + 2
+    """Fewest frames the training pairs need.
+
+    ``halves``: two frames per half. ``scale``: >= 1 early frame and one frame per later group.
+    """
+    return 4 if config.pairing == "halves" else config.n_groups + 2
 
 
 class ZssrNet(nn.Module):
-    """Coarse-grid CNN with pixel-shuffle output; residual on the mean input channel.
+    """Coarse-grid CNN with pixel-shuffle output: ``gain * mean input channel + residual``.
+
+    The residual's last layer starts at zero, so a new network is ``gain`` times its input
+    (``gain`` starts at 1; the ``halves`` training starts it at the best linear shrinkage).
 
     Parameters
     ----------
-    n_groups : int
+    in_channels : int
         Input channels on the fine grid.
     features : int
         Width.
@@ -99,26 +160,235 @@ class ZssrNet(nn.Module):
         3x3 convolutions.
     """
 
-    def __init__(self, n_groups: int = 4, features: int = 32, depth: int = 5) -> None:
+    def __init__(self, in_channels: int = 1, features: int = 32, depth: int = 5) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(4 * n_groups, features, 3, padding=1), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(4 * in_channels, features, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 2):
             layers += [nn.Conv2d(features, features, 3, padding=1), nn.ReLU()]
         layers.append(nn.Conv2d(features, 4, 3, padding=1))
         self.body = nn.Sequential(*layers)
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
+        self.gain = nn.Parameter(torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map `(n, g, 2h, 2w)` normalised group drizzles to `(n, 1, 2h, 2w)`."""
+        """Map `(n, c, 2h, 2w)` normalised fine-grid channels to `(n, 1, 2h, 2w)`."""
         coarse = F.pixel_unshuffle(x, 2)
-        return x.mean(1, keepdim=True) + F.pixel_shuffle(self.body(coarse), 2)
+        return self.gain * x.mean(1, keepdim=True) + F.pixel_shuffle(self.body(coarse), 2)
 
     @property
     def receptive_radius(self) -> int:
         """Fine-grid pixels each output depends on, on either side."""
         n_conv = sum(isinstance(m, nn.Conv2d) for m in self.body)
         return 2 * n_conv + 2
+
+
+def make_net(config: ZssrConfig) -> ZssrNet:
+    """A new network for ``config`` (weights seeded by ``config.seed``; starts as the identity)."""
+    torch.manual_seed(config.seed)
+    return ZssrNet(config.in_channels, config.features, config.depth)
+
+
+@torch.no_grad()
+def set_identity(net: ZssrNet) -> ZssrNet:
+    """Zero the last layer and set the gain to 1: the network returns its mean input channel."""
+    net.body[-1].weight.zero_()
+    net.body[-1].bias.zero_()
+    net.gain.fill_(1.0)
+    return net
+
+
+def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 rotations/reflections of the last two axes (``k`` in 0..7)."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
+def _radial_n2n_filter(a: torch.Tensor, b: torch.Tensor, n_rings: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-ring gain ``Re<A, B> / <A, A>`` (clipped to [0, 1]) of two independent noisy copies `(h, w)`.
+
+    Returns ring centres (cycles/pixel, 0..0.71) and gains, `(n_rings,)` each.
+    """
+    fa, fb = torch.fft.rfft2(a.double()), torch.fft.rfft2(b.double())
+    ky = torch.fft.fftfreq(a.shape[-2], device=a.device, dtype=torch.float64)[:, None]
+    kx = torch.fft.rfftfreq(a.shape[-1], device=a.device, dtype=torch.float64)[None, :]
+    edge = 0.5 * math.sqrt(2)
+    ring = (torch.sqrt(ky**2 + kx**2) / edge * n_rings).long().clamp(max=n_rings - 1).expand_as(fa.real).flatten()
+    zeros = torch.zeros(n_rings, dtype=torch.float64, device=a.device)
+    num = zeros.index_add(0, ring, (fa * fb.conj()).real.flatten())
+    den = zeros.index_add(0, ring, (fa.abs() ** 2).flatten())
+    gain = (num / den.clamp(min=1e-30)).clamp(0.0, 1.0)
+    centres = (torch.arange(n_rings, device=a.device, dtype=torch.float64) + 0.5) * edge / n_rings
+    return centres, gain
+
+
+def _apply_radial(image: torch.Tensor, ring_filter: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Filter `(h, w)` by a radial gain profile (linear interpolation between ring centres)."""
+    centres, gain = ring_filter
+    h, w = image.shape
+    ky = torch.fft.fftfreq(h, device=image.device, dtype=torch.float64)[:, None]
+    kx = torch.fft.rfftfreq(w, device=image.device, dtype=torch.float64)[None, :]
+    f = torch.sqrt(ky**2 + kx**2)
+    pos = ((f - centres[0]) / (centres[1] - centres[0])).clamp(0, len(centres) - 1)
+    lo = pos.floor().long().clamp(max=len(centres) - 2)
+    frac = pos - lo
+    g = gain[lo] * (1 - frac) + gain[lo + 1] * frac
+    return torch.fft.irfft2(torch.fft.rfft2(image.double()) * g, s=(h, w)).to(image.dtype)
+
+
+def train_zssr_halves(
+    half_a: torch.Tensor,
+    half_b: torch.Tensor,
+    *,
+    config: ZssrConfig = ZssrConfig(),
+    net: ZssrNet | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> tuple[ZssrNet, dict]:
+    """Noise2Noise training between two independent reconstructions of the same specimen.
+
+    Parameters
+    ----------
+    half_a, half_b : torch.Tensor
+        `(H, W)` fine-grid reconstructions of the even and of the odd frames (same intensity
+        scale, independent noise), e.g. ``wiener_unalias`` of each half.
+    config : ZssrConfig
+        Options (``pairing`` must be ``halves``).
+    net : ZssrNet | None
+        Start from these weights (dataset mode, pretrained init); a new identity network when None.
+    callback : Callable[[int, int], None] | None
+        Called as ``callback(step, total)`` after every step (progress, abort polling).
+
+    Returns
+    -------
+    net : ZssrNet
+        The state with the lowest held-out loss among the evaluated ones and the identity (eval mode).
+    info : dict
+        ``loss_first``/``loss_last`` (training, means over the first/last 10 % of steps),
+        ``val_identity`` (held-out Noise2Noise loss of the input after the best radial linear
+        filter, fitted on the training area), ``val_start``/``val_best`` (of the start weights and of
+        the best evaluated state), ``best_step`` (-1: no state beat the linear filter, the network is
+        set to the identity), ``shrink`` (best global gain, the new network's start), ``half_mean``,
+        ``half_std`` (normalisation), ``seconds``.
+    """
+    if config.pairing != "halves":
+        raise InputError(None, f"train_zssr_halves needs pairing 'halves', got {config.pairing!r}")
+    if half_a.shape != half_b.shape or half_a.ndim != 2:
+        raise InputError(None, f"zssr: two (H, W) halves of one shape needed, got {tuple(half_a.shape)}, {tuple(half_b.shape)}")
+    t0 = time.perf_counter()
+    big_h, big_w = half_a.shape
+    mean = float((half_a + half_b).mean()) / 2
+    std = float((half_a - half_b).std()) / math.sqrt(2) or 1.0  # noise-dominated scale of one half
+    xa = ((half_a - mean) / std)[None, None]
+    xb = ((half_b - mean) / std)[None, None]
+    fresh = net is None
+    if net is None:
+        net = make_net(config)
+    net = net.to(half_a.device)
+    # held-out strip: the last columns; training crops stay left of it (plus the receptive margin)
+    margin = net.receptive_radius + net.receptive_radius % 2
+    val_w = max(4, 2 * round(config.validation_fraction * big_w / 2))
+    train_w = big_w - val_w - margin
+    crop = min(config.crop, big_h - big_h % 2, train_w - train_w % 2)
+    if crop < 8:
+        raise InputError(None, f"zssr: reconstruction {big_h}x{big_w} is too small to train on")
+    x0 = max(0, big_w - val_w - margin)
+
+    @torch.no_grad()
+    def held_out_loss(model: nn.Module) -> float:
+        model.eval()
+        pa = model(xa[..., x0:])[..., -val_w:]
+        pb = model(xb[..., x0:])[..., -val_w:]
+        model.train()
+        return float(F.mse_loss(pa, xb[..., -val_w:]) + F.mse_loss(pb, xa[..., -val_w:])) / 2
+
+    # baseline every network must beat: the best radially symmetric linear filter of the input
+    # (a Wiener filter, which changes no FRC), fitted on the training area, scored on the strip
+    ta, tb = xa[0, 0, :, :train_w], xb[0, 0, :, :train_w]
+    shrink = float((ta * tb).sum() / (ta * ta).sum().clamp(min=1e-12))
+    shrink = min(max(shrink, 0.0), 1.0)
+    ring_filter = _radial_n2n_filter(ta, tb)
+    fa, fb = _apply_radial(xa[0, 0], ring_filter), _apply_radial(xb[0, 0], ring_filter)
+    identity = float(F.mse_loss(fa[..., -val_w:], xb[0, 0, :, -val_w:]) + F.mse_loss(fb[..., -val_w:], xa[0, 0, :, -val_w:])) / 2
+    if fresh:
+        with torch.no_grad():
+            net.gain.fill_(shrink)  # start from the linear baseline
+    net.train()
+    start = held_out_loss(net)
+    best = (start, {k: v.detach().clone() for k, v in net.state_dict().items()}, 0)
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    pair = torch.cat([xa, xb])  # (2, 1, H, W)
+    losses = []
+    for step in range(1, config.iterations + 1):
+        ys = torch.randint(0, big_h - crop + 1, (config.batch,), generator=gen).tolist()
+        xs = torch.randint(0, train_w - crop + 1, (config.batch,), generator=gen).tolist()
+        which = torch.randint(0, 2, (config.batch,), generator=gen).tolist()
+        ks = torch.randint(0, 8, (config.batch,), generator=gen).tolist()
+        inp = torch.cat([_dihedral(pair[w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
+        tgt = torch.cat([_dihedral(pair[1 - w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
+        loss = F.mse_loss(net(inp[:, None]), tgt[:, None])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % config.eval_every == 0 or step == config.iterations:
+            value = held_out_loss(net)
+            if value < best[0]:
+                best = (value, {k: v.detach().clone() for k, v in net.state_dict().items()}, step)
+        if callback is not None:
+            callback(step, config.iterations)
+    net.load_state_dict(best[1])
+    best_step = best[2]
+    if identity <= best[0]:  # no better than a radial linear filter (which changes no FRC): keep the input
+        set_identity(net)
+        best_step = -1
+    n = max(1, len(losses) // 10)
+    info = {
+        "pairing": "halves",
+        "loss_first": sum(losses[:n]) / n if losses else None,
+        "loss_last": sum(losses[-n:]) / n if losses else None,
+        "val_identity": identity,
+        "val_start": start,
+        "val_best": best[0],
+        "shrink": shrink,
+        "best_step": best_step,
+        "iterations": config.iterations,
+        "half_mean": mean,
+        "half_std": std,
+        "seconds": time.perf_counter() - t0,
+    }
+    logger.debug("zssr halves: held-out loss identity %.4g, start %.4g, kept %.4g (step %d)",
+                 identity, start, info["val_best"], best_step)
+    return net.eval(), info
+
+
+@torch.no_grad()
+def refine_zssr(net: ZssrNet, image: torch.Tensor, *, half_mean: float, half_std: float, tile: int = 0) -> torch.Tensor:
+    """Apply a ``halves``-trained network to the reconstruction from all frames.
+
+    The full reconstruction is put on the halves' intensity scale (the halves hold about half of
+    its counts), passed through the network and scaled back.
+
+    Parameters
+    ----------
+    net : ZssrNet
+        Network from ``train_zssr_halves``.
+    image : torch.Tensor
+        `(H, W)` reconstruction from all frames (same method as the halves).
+    half_mean, half_std : float
+        Normalisation of the halves (``info`` of ``train_zssr_halves``).
+    tile : int
+        Fine-grid tile edge for the network pass (0: whole image); tiled = untiled.
+
+    Returns
+    -------
+    image : torch.Tensor
+        `(H, W)` refined, on the intensity scale of ``image``.
+    """
+    ratio = float(image.mean()) / half_mean if half_mean else 2.0
+    x = (image / ratio - half_mean) / half_std
+    out = _run_tiled(net, x[None, None], tile)[0, 0]
+    return (out * half_std + half_mean) * ratio
 
 
 def _groups(indices: list[int], n_groups: int) -> list[list[int]]:
@@ -175,10 +445,11 @@ def train_zssr(
     pixel_size_a: float,
     pre_exposure: float = 0.0,
     voltage_kv: float = 300.0,
-    config: ZssrConfig = ZssrConfig(),
+    config: ZssrConfig = ZssrConfig(pairing="scale"),
     net: ZssrNet | None = None,
+    callback: Callable[[int, int], None] | None = None,
 ) -> tuple[ZssrNet, dict]:
-    """Train (or fine-tune ``net``) on one movie's own early/late frame pairs at the 2x coarser scale.
+    """``scale`` pairing: train (or fine-tune ``net``) on early/late frame pairs at the 2x coarser scale.
 
     Parameters
     ----------
@@ -192,6 +463,8 @@ def train_zssr(
         Options.
     net : ZssrNet | None
         Start from these weights (dataset mode, pretrained init); new when None.
+    callback : Callable[[int, int], None] | None
+        Called as ``callback(step, total)`` after every step (progress, abort polling).
 
     Returns
     -------
@@ -200,6 +473,8 @@ def train_zssr(
     info : dict
         ``loss_first``, ``loss_last`` (means over the first/last 10 % of steps), ``seconds``.
     """
+    if config.pairing != "scale":
+        raise InputError(None, f"train_zssr needs pairing 'scale', got {config.pairing!r} (see train_zssr_halves)")
     t, h, w = frames.shape
     if t < min_frames(config):
         raise InputError(None, f"zssr needs at least {min_frames(config)} frames for its training pairs, got {t}")
@@ -208,8 +483,7 @@ def train_zssr(
     t0 = time.perf_counter()
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     if net is None:
-        torch.manual_seed(config.seed)
-        net = ZssrNet(config.n_groups, config.features, config.depth)
+        net = make_net(config)
     net = net.to(frames.device).train()
     n_early = max(1, round(config.early_fraction * t))
     later = list(range(n_early, t))
@@ -240,8 +514,11 @@ def train_zssr(
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if callback is not None:
+            callback(len(losses), config.iterations)
     n = max(1, len(losses) // 10)
     info = {
+        "pairing": "scale",
         "loss_first": sum(losses[:n]) / n if losses else None,
         "loss_last": sum(losses[-n:]) / n if losses else None,
         "iterations": config.iterations,
@@ -265,7 +542,7 @@ def infer_zssr(
     n_groups: int = 4,
     tile: int = 0,
 ) -> torch.Tensor:
-    """Apply the network one scale up: groups of all frames drizzled onto the 2x grid.
+    """``scale`` pairing: apply the network one scale up to groups of all frames drizzled onto the 2x grid.
 
     Parameters
     ----------
