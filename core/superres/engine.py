@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,16 @@ from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.align import estimate_shifts
 from cryosr.core.superres.drizzle import drizzle
 from cryosr.core.superres.wiener import wiener_unalias
-from cryosr.core.superres.zssr import ZssrConfig, ZssrNet, infer_zssr, min_frames, train_zssr
+from cryosr.core.superres.zssr import (
+    PAIRINGS,
+    ZssrConfig,
+    ZssrNet,
+    infer_zssr,
+    min_frames,
+    refine_zssr,
+    train_zssr,
+    train_zssr_halves,
+)
 from cryosr.core.tiling import TilingConfig, apply_tiled
 
 logger = logging.getLogger(__name__)
@@ -63,6 +73,9 @@ class SuperresConfig:
         B-factor of the low-pass of the coarse shift search (the fine stage is SSNR-weighted).
     seed : int
         Seed for zssr training.
+    zssr_pairing : str
+        zssr training pairs: ``halves`` (Noise2Noise between the Wiener reconstructions of the even
+        and odd frames) or ``scale`` (the seed paper's: later frames 2x-binned -> early frames).
     """
 
     method: str = DEFAULT_METHOD
@@ -74,6 +87,7 @@ class SuperresConfig:
     init: str = "none"
     shift_bfactor_a2: float = 500.0
     seed: int = 0
+    zssr_pairing: str = "halves"
 
     def __post_init__(self) -> None:
         if self.scale != 2:
@@ -86,12 +100,14 @@ class SuperresConfig:
             raise InputError(None, f"--iterations {self.iterations} must be >= 0")
         if not (math.isfinite(self.voltage_kv) and self.voltage_kv > 0):
             raise InputError(None, f"voltage {self.voltage_kv} kV is not valid")
+        if self.zssr_pairing not in PAIRINGS:
+            raise InputError(None, f"unknown zssr pairing {self.zssr_pairing!r}; choose from {', '.join(PAIRINGS)}")
 
     def zssr_config(self) -> ZssrConfig:
         """The network/training options implied by this run."""
         if self.iterations is None:
-            return ZssrConfig(seed=self.seed)
-        return ZssrConfig(iterations=self.iterations, seed=self.seed)
+            return ZssrConfig(pairing=self.zssr_pairing, seed=self.seed)
+        return ZssrConfig(pairing=self.zssr_pairing, iterations=self.iterations, seed=self.seed)
 
 
 @dataclass
@@ -138,7 +154,7 @@ def load_zssr_weights(init: str | Path, config: ZssrConfig) -> ZssrNet | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(path, f"not a readable weights file ({exc})") from exc
-    net = ZssrNet(config.n_groups, config.features, config.depth)
+    net = ZssrNet(config.in_channels, config.features, config.depth)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
@@ -153,6 +169,7 @@ def run_superres(
     config: SuperresConfig = SuperresConfig(),
     shifts_yx_px: torch.Tensor | None = None,
     weights: dict | None = None,
+    callback: Callable[[str, int, int], None] | None = None,
 ) -> SuperresResult:
     """Super-resolve one movie by ``config.scale``.
 
@@ -171,6 +188,9 @@ def run_superres(
     weights : dict | None
         zssr start weights (a state dict, e.g. from a previous movie in dataset mode); overrides
         ``config.init``.
+    callback : Callable[[str, int, int], None] | None
+        Called as ``callback(stage, step, total)`` during long stages (zssr training); may raise to
+        abort (e.g. RELION's abort request).
 
     Returns
     -------
@@ -235,28 +255,82 @@ def run_superres(
         if t < min_frames(zcfg):
             raise InputError(None, f"zssr needs at least {min_frames(zcfg)} frames for its training pairs, got {t}")
         if weights is not None:
-            net = ZssrNet(zcfg.n_groups, zcfg.features, zcfg.depth)
-            net.load_state_dict(weights)
+            net = ZssrNet(zcfg.in_channels, zcfg.features, zcfg.depth)
+            try:
+                net.load_state_dict(weights)
+            except RuntimeError as exc:
+                raise InputError(None, f"given zssr weights do not fit the {zcfg.pairing} network") from exc
             info["init"] = "given weights"
         else:
             net = load_zssr_weights(config.init, zcfg)
             info["init"] = config.init
-        net, train_info = train_zssr(
-            frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, config=zcfg, net=net, **acq
-        )
-        seconds["train"] = time.perf_counter() - t0
+        if net is not None:
+            net = net.to(frames.device)
+        step_callback = None if callback is None else (lambda step, total: callback("train", step, total))
+        if zcfg.pairing == "halves":
+            image, net, train_info = _zssr_halves(
+                frames, shifts_yx_px, pixel_size_a, dose_per_frame, config, zcfg, net, info, step_callback, seconds, t0
+            )
+        else:
+            net, train_info = train_zssr(
+                frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, config=zcfg, net=net,
+                callback=step_callback, **acq,
+            )
+            seconds["train"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            image = infer_zssr(
+                net, frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a,
+                n_groups=zcfg.n_groups, tile=config.tile * config.scale, **acq,
+            )
         info.update({f"train_{k}": v for k, v in train_info.items() if k != "seconds"})
-        t0 = time.perf_counter()
-        image = infer_zssr(
-            net, frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a,
-            n_groups=zcfg.n_groups, tile=config.tile * config.scale, **acq,
-        )
         weights_out = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    seconds["reconstruct"] = time.perf_counter() - t0
+    seconds["reconstruct"] = seconds.get("reconstruct", 0.0) + time.perf_counter() - t0
     return SuperresResult(
         image=image.to(frames.dtype), lr_sum=lr_sum, shifts_yx_px=shifts_yx_px, seconds=seconds, info=info,
         weights=weights_out,
     )
+
+
+def _zssr_halves(
+    frames: torch.Tensor,
+    shifts_yx_px: torch.Tensor,
+    pixel_size_a: float,
+    dose_per_frame: float,
+    config: SuperresConfig,
+    zcfg: ZssrConfig,
+    net: ZssrNet | None,
+    info: dict,
+    callback: Callable[[int, int], None] | None,
+    seconds: dict,
+    t0: float,
+) -> tuple[torch.Tensor, ZssrNet, dict]:
+    """zssr, ``halves`` pairing: Wiener of even/odd frames (central region) -> train -> refine the full Wiener."""
+    t, h, w = frames.shape
+    region = zcfg.train_region
+    rh = h if region == 0 or region >= h else region - region % 2
+    rw = w if region == 0 or region >= w else region - region % 2
+    y0, x0 = (h - rh) // 2, (w - rw) // 2
+    crop = frames[:, y0 : y0 + rh, x0 : x0 + rw]
+    index = torch.arange(t, device=frames.device)
+    halves = []
+    for part in (index[0::2], index[1::2]):
+        sub = SuperresConfig(method="wiener", voltage_kv=config.voltage_kv, pre_exposure=config.pre_exposure,
+                             tile=config.tile)  # fmt: skip
+        halves.append(
+            _tiled_multiframe("wiener", crop[part], shifts_yx_px[part], pixel_size_a, dose_per_frame, sub, {}, frame_index=part)
+        )
+    seconds["halves"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    net, train_info = train_zssr_halves(halves[0], halves[1], config=zcfg, net=net, callback=callback)
+    train_info["train_region_lr_px"] = [rh, rw]
+    seconds["train"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    full = _tiled_multiframe("wiener", frames, shifts_yx_px, pixel_size_a, dose_per_frame, config, info)
+    image = refine_zssr(
+        net, full, half_mean=train_info["half_mean"], half_std=train_info["half_std"], tile=config.tile * config.scale
+    )
+    seconds["reconstruct"] = time.perf_counter() - t1
+    return image, net, train_info
 
 
 def _tiled_multiframe(
@@ -267,14 +341,20 @@ def _tiled_multiframe(
     dose_per_frame: float,
     config: SuperresConfig,
     info: dict,
+    frame_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Drizzle or Wiener, over LR tiles whose overlap exceeds the drift (periodic shifts wrap inside a tile)."""
+    """Drizzle or Wiener, over LR tiles whose overlap exceeds the drift (periodic shifts wrap inside a tile).
+
+    ``frame_index`` (Wiener only): positions of the given frames in the movie (e.g. the even half).
+    """
     acq = {"pre_exposure": config.pre_exposure, "voltage_kv": config.voltage_kv}
 
     def reconstruct(tile: torch.Tensor) -> torch.Tensor:
         if method == "drizzle":
             return drizzle(tile, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, **acq)
-        image, tile_info = wiener_unalias(tile, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, **acq)
+        image, tile_info = wiener_unalias(
+            tile, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, frame_index=frame_index, **acq
+        )
         info.setdefault("wiener", tile_info)
         return image
 
