@@ -90,6 +90,8 @@ def test_relion_reads_the_star_files(project):
         return [line.split() for line in res.stdout.strip().splitlines()]
 
     assert table("movies.star", "data_movies", "rlnMicrographMovieName") == [["Movies/movie_0001.mrcs"]]
+    assert table("HR/movies.star", "data_movies", "rlnMicrographMovieName") == [["Movies/movie_0001.mrcs"]]
+    assert float(table("HR/movies.star", "data_optics", "rlnMicrographOriginalPixelSize")[0][0]) == pytest.approx(0.5)
     assert float(table("movies.star", "data_optics", "rlnMicrographOriginalPixelSize")[0][0]) == pytest.approx(1.0)
     rows = table("truth/particles.star", "data_particles", "rlnCoordinateX", "rlnAngleTilt", "rlnDefocusU")
     parts = read_star(project / "truth/particles.star")["particles"]
@@ -150,3 +152,38 @@ def test_anisotropic_map_and_existing_output_are_rejected(tmp_path, capsys):
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.pdb", b"garbage\x00\x01", "no atoms"),
+        ("bad.cif", b"data_x\n", "no models"),
+        ("bad.mrc", b"junk", "not a readable MRC"),
+        ("model.xyz", b"C 0 0 0\n", "unknown model format"),
+    ],
+)
+def test_unreadable_model_is_one_line_and_writes_nothing(tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "out"
+    assert main(["simulate", "--model", str(tmp_path / name), "--out", str(out), "--size", "64", "--frames", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and name in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_fourier_operator_static_movie_and_energy_filter_via_cli(tmp_path):
+    out = tmp_path / "f"
+    assert main(["simulate", "--out", str(out), "--n-movies", "1", "--size", "48", "--pixel-size", "2", "--frames", "3",
+                 "--particles", "1", "--lr-operator", "fourier", "--motion", "none", "--energy-filter",
+                 "--ice-thickness", "500", "--seed", "2"]) == 0  # fmt: skip
+    meta = json.loads((out / "truth/simulation.json").read_text())
+    assert meta["config"]["lr_operator"] == "fourier" and meta["config"]["energy_filter"] is True
+    shifts = read_star(out / "truth/movie_0001_shifts.star")["global_shift"]
+    assert (shifts["rlnMicrographShiftX"] == 0).all() and (shifts["rlnMicrographShiftY"] == 0).all()
+    with mrcfile.open(out / "Movies/movie_0001.mrcs") as m:
+        mean = float(m.data.mean())
+    # zero-loss filtered: only the exp(-t/Λ) unscattered/elastic fraction of 1.25 e/Å² x 4 Å² arrives
+    from cryosr.core.simulate import ice_attenuation
+
+    assert mean == pytest.approx(5.0 * ice_attenuation(500.0, 300.0), rel=0.05)

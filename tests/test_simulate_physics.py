@@ -10,7 +10,8 @@ from conftest import DEVICES
 from torch_fourier_filter.dose_weight import critical_exposure
 from torch_fourier_slice import project_3d_to_2d
 
-from cryosr.core.fourier import bin_sum
+from cryosr.core.errors import InputError
+from cryosr.core.fourier import bin_sum, fourier_crop
 from cryosr.core.io.model import load_default_model
 from cryosr.core.shifts import cross_correlation_shift
 from cryosr.core.simulate import (
@@ -20,11 +21,14 @@ from cryosr.core.simulate import (
     euler_to_matrix,
     ice_attenuation,
     interaction_constant,
+    place_particles,
     potential_volume,
     projection_boxes_ft,
+    random_euler_angles,
     simulate_movie,
 )
 from cryosr.core.simulate.physics import ICE_MIP_V
+from cryosr.core.simulate.potential import fft_friendly_even, model_radius_a, particle_box_px
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +202,106 @@ def test_same_seed_same_movie_and_movies_differ(model):
     assert torch.equal(a.lr_frames, b.lr_frames) and torch.equal(a.clean_hr, b.clean_hr)
     assert not torch.equal(a.lr_frames, c.lr_frames)
     assert a.defocus_u_a != c.defocus_u_a
+
+
+def test_orientations_are_uniform_and_particles_do_not_overlap():
+    """Item 1: Haar-uniform (rot, tilt, psi) and non-overlapping centres inside the field."""
+    g = torch.Generator().manual_seed(0)
+    angles = random_euler_angles(20000, g)
+    cos_tilt = torch.cos(torch.deg2rad(angles[:, 1])).sort().values
+    ks = float((cos_tilt - torch.linspace(-1, 1, len(cos_tilt), dtype=torch.float64)).abs().max()) / 2
+    assert ks < 0.015  # Kolmogorov-Smirnov distance to U(-1, 1); 1.6/sqrt(n) = 0.011 at p = 0.01
+    assert float(angles[:, 0].mean()) == pytest.approx(0.0, abs=3.0) and float(angles[:, 2].std()) == pytest.approx(360 / 12**0.5, rel=0.02)
+    # the mean rotation of a uniform distribution on SO(3) is the zero matrix
+    assert float(euler_to_matrix(angles).mean(0).abs().max()) < 0.02
+    centres = place_particles(40, 600.0, 30.0, g)
+    d = torch.cdist(centres, centres) + torch.eye(40, dtype=torch.float64) * 1e9
+    assert float(d.min()) >= 60.0 and float(centres.min()) >= 0 and float(centres.max()) <= 600.0
+    with pytest.raises(InputError, match="non-overlapping"):
+        place_particles(200, 600.0, 30.0, g)
+
+
+def test_phase_scales_with_the_interaction_constant(model):
+    """Item 1: the noise-free phase is σ(V) x projected potential; σ depends on the voltage only."""
+    base = {"size": 48, "pixel_size_a": 3.0, "frames": 2, "particles": 2, "motion": "none", "ice_thickness_a": 0.0, "seed": 9}
+    p300 = simulate_movie(model, SimulationConfig(voltage_kv=300.0, **base), 0, "cpu").clean_hr_noctf
+    p250 = simulate_movie(model, SimulationConfig(voltage_kv=250.0, **base), 0, "cpu").clean_hr_noctf
+    assert float(p300.abs().max()) > 0.01  # a particle is there, with a phase of the expected order
+    torch.testing.assert_close(p250, p300 * (interaction_constant(250) / interaction_constant(300)), atol=1e-6, rtol=1e-4)
+
+
+def test_ice_noise_scales_with_thickness_and_shows_the_water_ring(model):
+    """Item 2: the solvent's phase variance grows linearly with --ice-thickness; its spectrum peaks at ~3.7 Å."""
+    def ice_phase(thickness):
+        cfg = SimulationConfig(size=128, frames=1, particles=0, motion="none", ice_thickness_a=thickness, seed=4)
+        return simulate_movie(model, cfg, 0, "cpu").clean_hr_noctf
+
+    thin, thick = ice_phase(200.0), ice_phase(800.0)
+    assert float(thick.var() / thin.var()) == pytest.approx(4.0, rel=0.02)  # same noise seed, amplitude ∝ sqrt(t)
+    assert float(ice_phase(0.0).abs().max()) == 0.0
+    centres, profile = _radial_profile(thick, 0.5, 64)
+    ring = centres[(centres > 0.15)][profile[centres > 0.15].argmax()]
+    assert float(ring) == pytest.approx(1 / 3.7, abs=0.02)
+
+
+def test_motion_modes_match_their_definitions_and_a_real_track(model):
+    """Item 4: none is static; drift is a straight constant-velocity line; relion-like slows down."""
+    from cryosr.core.simulate.motion import global_drift_a
+
+    g = torch.Generator().manual_seed(1)
+    assert torch.count_nonzero(global_drift_a(20, 1.25, "none", 0.37, g)) == 0
+    drift = global_drift_a(21, 1.25, "drift", 0.4, g)
+    steps = drift.diff(dim=0).norm(dim=1)
+    torch.testing.assert_close(steps, torch.full_like(steps, 0.4 * 1.25))
+    assert float(drift[-1].norm()) == pytest.approx(20 * 0.5, rel=1e-9)  # straight line
+    # relion-like at the RELION tutorial's exposure (24 x 1.277 e/Å²): that movie drifted 13 px x 0.885 Å
+    real_total_a = 13.0 * 0.885
+    totals, early, late = [], [], []
+    for seed in range(20):
+        track = global_drift_a(24, 1.277, "relion-like", 0.37, torch.Generator().manual_seed(seed))
+        totals.append(float(track[-1].norm()))
+        s = track.diff(dim=0).norm(dim=1)
+        early.append(float(s[:3].mean()))
+        late.append(float(s[-5:].mean()))
+    assert 0.5 * real_total_a < sum(totals) / 20 < 2 * real_total_a
+    assert sum(early) / sum(late) > 1.8  # fast at the start, as beam-induced motion is
+    assert sum(late) / 20 == pytest.approx(0.37 * 1.277, rel=0.2)
+    # per-particle jitter is on top of the drift: particles move relative to each other
+    cfg = SimulationConfig(size=64, pixel_size_a=2.5, frames=5, particles=3, jitter_a=0.3, seed=2)
+    from cryosr.core.simulate import plan_movie
+
+    plan = plan_movie(model, cfg, 0)
+    assert plan.jitter_a.shape == (3, 5, 2) and float(plan.jitter_a[:, 0].abs().max()) == 0.0
+    assert float(plan.jitter_a[:, -1].std()) > 0.1
+
+
+def test_detector_mtf_is_applied_at_each_pixel_and_fourier_operator_crops(model):
+    """Item 6: the MTF filters the LR expectation at the LR pixel (and the HR at the HR pixel);
+    ``lr_operator='fourier'`` is the Fourier crop of the same HR expectation."""
+    freqs, values = (0.0, 0.25, 0.5), (1.0, 0.7, 0.3)
+    base = {"size": 64, "pixel_size_a": 2.5, "frames": 2, "particles": 3, "motion": "none", "save_clean_frames": True, "seed": 6}
+    plain = simulate_movie(model, SimulationConfig(**base), 0, "cpu")
+    mtf = simulate_movie(model, SimulationConfig(mtf_frequencies=freqs, mtf_values=values, **base), 0, "cpu")
+    for clean, clean_mtf in ((plain.clean_lr_frames[0], mtf.clean_lr_frames[0]), (plain.clean_hr_frames[0], mtf.clean_hr_frames[0])):
+        n = clean.shape[-1]
+        k = torch.sqrt(torch.fft.fftfreq(n)[:, None] ** 2 + torch.fft.rfftfreq(n)[None] ** 2)  # cycles per pixel
+        ratio = (torch.fft.rfft2(clean_mtf) / torch.fft.rfft2(clean)).real
+        for k0, expected in ((0.125, 0.85), (0.25, 0.7), (0.375, 0.5)):
+            shell = (k - k0).abs() < 0.01
+            assert float(ratio[shell].median()) == pytest.approx(expected, abs=0.02)
+    fourier = simulate_movie(model, SimulationConfig(lr_operator="fourier", **base), 0, "cpu")
+    torch.testing.assert_close(fourier.clean_lr_frames, fourier_crop(plain.clean_hr_frames, 2) * 4, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fourier.clean_hr_frames, plain.clean_hr_frames)
+
+
+def test_particle_boxes_are_fft_friendly_and_hold_the_particle(model):
+    assert fft_friendly_even(174) == 180 and fft_friendly_even(1) == 2 and fft_friendly_even(128) == 128
+    for n in range(2, 400):
+        m = fft_friendly_even(n)
+        assert m >= n and m % 2 == 0
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        assert m == 1
+    box = particle_box_px(model, 0.5)
+    assert box * 0.5 >= 2 * model_radius_a(model) + 16

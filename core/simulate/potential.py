@@ -227,6 +227,8 @@ def projection_boxes_ft(
     """
     dev = rotations.device
     rotations = rotations.to(torch.float32)
+    if rotations.shape[0] == 0:  # --particles 0: ice only (split() would yield one empty chunk)
+        return torch.zeros(0, box, box // 2 + 1, dtype=torch.complex64, device=dev)
     out = []
     if isinstance(model, VolumeModel):
         # project at a coarser pixel that still samples all of the map's information, then
@@ -241,7 +243,7 @@ def projection_boxes_ft(
             if m > 1:
                 proj = fourier_resample(proj, (box, box))
             out.append(torch.fft.rfft2(proj))
-        return torch.cat(out) if out else torch.zeros(0, box, box // 2 + 1, dtype=torch.complex64, device=dev)
+        return torch.cat(out)
     ky = torch.fft.fftfreq(box, d=pixel_size_a, device=dev)
     kx = torch.fft.rfftfreq(box, d=pixel_size_a, device=dev)
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
@@ -256,7 +258,7 @@ def projection_boxes_ft(
         grid = _splat(pos, elem, n_el, (box, box)) / pixel_size_a**2
         spec = torch.fft.rfft2(grid)
         out.append((spec * kernels).sum(1) / deconv)
-    return torch.cat(out) if out else torch.zeros(0, box, box // 2 + 1, dtype=torch.complex64, device=dev)
+    return torch.cat(out)
 
 
 def potential_volume(
