@@ -12,6 +12,7 @@ Layout under ``DIR``::
     truth/movie_0001_clean_frames.mrcs    (--save-clean-frames) per-frame expected counts, LR
     truth/movie_0001_clean_frames_hr.mrcs (--save-clean-frames) the same at the HR pixel
     truth/particles.star                  coordinates, angles, CTF (+ optics)
+    truth/micrographs_ctf.star            the clean LR micrographs with their true CTF (for relion_preprocess)
     truth/map.mrc                         3-D potential at the HR pixel
     truth/simulation.json                 every parameter, seed, version, conventions
 """
@@ -226,6 +227,22 @@ def write_project_files(
     optics["rlnImageSize"] = max(box_lr, 16)
     optics["rlnImageDimensionality"] = 2
     written.append(write_star(out / "truth" / "particles.star", {"optics": optics, "particles": pd.DataFrame(rows)}))
+    # the clean LR micrographs with their true CTF, so that particles.star can be used as is:
+    # relion_preprocess --i truth/micrographs_ctf.star --reextract_data_star truth/particles.star --extract ...
+    mics = pd.DataFrame(
+        {
+            "rlnMicrographName": [f"truth/{name}_clean_lr.mrc" for name in names],
+            "rlnOpticsGroup": 1,
+            "rlnDefocusU": [s["defocus_u_a"] for s in sims],
+            "rlnDefocusV": [s["defocus_v_a"] for s in sims],
+            "rlnCtfAstigmatism": [s["defocus_u_a"] - s["defocus_v_a"] for s in sims],
+            "rlnDefocusAngle": [s["defocus_angle_deg"] for s in sims],
+            "rlnCtfFigureOfMerit": 1.0,
+            "rlnCtfMaxResolution": 2 * config.pixel_size_a,
+        }
+    )
+    mic_optics = _optics(config, config.pixel_size_a, None, micrograph=True)
+    written.append(write_star(out / "truth" / "micrographs_ctf.star", {"optics": mic_optics, "micrographs": mics}))
     written.append(write_mrc(out / "truth" / "map.mrc", map_volume, config.hr_pixel_size_a, overwrite=True))
 
     meta = {
