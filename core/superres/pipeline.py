@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -165,6 +165,7 @@ def train_dataset(tasks: list[MovieTask], config: SuperresConfig, *, device: tor
     """
     if config.method != "zssr":
         raise InputError(None, "--mode dataset needs --method zssr")
+    config = replace(config, zssr_select=False)  # one movie's held-out strip must not reset the shared network
     weights = None
     records = []
     for task in tasks:

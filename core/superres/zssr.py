@@ -98,6 +98,10 @@ class ZssrConfig:
     train_region : int
         ``halves`` pairing: edge (LR pixels) of the central region whose half reconstructions are
         trained on (bounds the cost on 4k movies; 0: the whole frame).
+    select : bool
+        ``halves`` pairing: keep the evaluated state with the lowest held-out loss, or the identity
+        when no state beats the radial linear filter (one movie's output). False: keep the last state
+        (training shared over several movies, where one movie's strip must not reset the network).
     seed : int
         Seed of the crop sampler and of the weight initialisation.
     """
@@ -114,6 +118,7 @@ class ZssrConfig:
     validation_fraction: float = 0.2
     eval_every: int = 25
     train_region: int = 512
+    select: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -261,7 +266,7 @@ def train_zssr_halves(
     Returns
     -------
     net : ZssrNet
-        The state with the lowest held-out loss among the evaluated ones and the identity (eval mode).
+        The selected (``config.select``) or the last state, in eval mode.
     info : dict
         ``loss_first``/``loss_last`` (training, means over the first/last 10 % of steps),
         ``val_identity`` (held-out Noise2Noise loss of the input after the best radial linear
@@ -337,9 +342,12 @@ def train_zssr_halves(
                 best = (value, {k: v.detach().clone() for k, v in net.state_dict().items()}, step)
         if callback is not None:
             callback(step, config.iterations)
+    select = config.select
+    if not select:
+        best = (held_out_loss(net), {k: v.detach().clone() for k, v in net.state_dict().items()}, config.iterations)
     net.load_state_dict(best[1])
     best_step = best[2]
-    if identity <= best[0]:  # no better than a radial linear filter (which changes no FRC): keep the input
+    if select and identity <= best[0]:  # no better than a radial linear filter (which changes no FRC): keep the input
         set_identity(net)
         best_step = -1
     n = max(1, len(losses) // 10)
