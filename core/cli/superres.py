@@ -84,6 +84,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train-iterations", type=int, help="dataset mode: steps of the shared training (default: per-movie default)"
     )
+    parser.add_argument(
+        "--zssr-pairing", default="halves", choices=("halves", "scale"),
+        help="zssr training pairs: halves (Noise2Noise between the Wiener reconstructions of even/odd frames; "
+        "default) or scale (the seed paper's: later frames 2x-binned -> early frames)",
+    )
     parser.add_argument("--init", default="none", help="zssr start weights: none, default or a .pt path")
     parser.add_argument("--iterations", type=int, help="zssr steps per movie (dataset mode default: 30)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -97,7 +102,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The canonical ``cryosr superres ...`` command that reproduces this run."""
     parts = ["cryosr", "superres", *map(str, args.movies), "--out", str(args.out)]
     for name in ("pixel_size", "dose_per_frame", "pre_exposure", "voltage", "gain", "method", "scale", "mode",
-                 "train_movies", "train_iterations", "init", "iterations", "device", "tile", "seed"):
+                 "train_movies", "train_iterations", "zssr_pairing", "init", "iterations", "device", "tile", "seed"):
         value = getattr(args, name)
         if value is not None:
             parts += [f"--{name.replace('_', '-')}", str(value)]
@@ -152,6 +157,7 @@ def build_run(args: argparse.Namespace) -> SuperresRun:
     config = SuperresConfig(
         method=args.method, scale=args.scale, voltage_kv=voltage if voltage is not None else 300.0,
         pre_exposure=pre_exposure or 0.0, tile=args.tile, iterations=iterations, init=args.init, seed=args.seed,
+        zssr_pairing=args.zssr_pairing,
     )
     return SuperresRun(
         tasks=tuple(tasks), config=config, out_dir=args.out, device=args.device, mode=args.mode,
