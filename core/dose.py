@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch_fourier_filter.dose_weight import critical_exposure
 
-from cryosr.core.shifts import phase_ramp
-
 __all__ = [
     "aligned_dose_weighted_sum",
     "chunk_frames_for",
@@ -192,13 +190,18 @@ def aligned_dose_weighted_sum(
     ne = critical_exposure_grid((h, w), pixel_size_a, device=dev)
     dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
     n = chunk_frames or chunk_frames_for((h, w), 2 * torch.finfo(real).bits // 8, 256 << 20, 4)
+    ky = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)
+    kx = torch.fft.rfftfreq(w, device=dev, dtype=torch.float64)
     acc = torch.zeros(h, w // 2 + 1, dtype=torch.complex128, device=dev)
     q2 = torch.zeros(h, w // 2 + 1, dtype=torch.float64, device=dev)
     for a in range(0, t, n):
         b = min(t, a + n)
         spec = torch.fft.rfft2(frames[a:b].to(real))
-        if shifts_yx_px is not None:
-            spec *= phase_ramp((h, w), -shifts_yx_px[a:b].to(device=dev, dtype=real))
+        if shifts_yx_px is not None:  # move back by s: separable phase factors (float64 phases)
+            s = shifts_yx_px[a:b].to(device=dev, dtype=torch.float64)
+            ey = torch.polar(torch.ones(b - a, h, dtype=torch.float64, device=dev), 2 * torch.pi * ky[None] * s[:, :1])
+            ex = torch.polar(torch.ones(b - a, w // 2 + 1, dtype=torch.float64, device=dev), 2 * torch.pi * kx[None] * s[:, 1:])
+            spec *= ey.to(spec.dtype)[:, :, None] * ex.to(spec.dtype)[:, None, :]
         q = dose_filter_on_grid(ne, dose[a:b], voltage_kv=voltage_kv).to(real)
         acc += (spec * q).sum(0, dtype=torch.complex128)
         q2 += (q.double() ** 2).sum(0)

@@ -391,3 +391,39 @@ def test_cli_scale_options_build_the_cluster(tmp_path):
                                      "--cluster-walltime", "2h"])  # fmt: skip
     with pytest.raises(InputError, match="walltime"):
         runner_kwargs(bad)
+
+
+def test_inference_autocast_is_a_no_op_on_cpu_unless_forced():
+    from cryosr.core.device import inference_autocast, to_channels_last
+
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.rand(1, 2, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with inference_autocast("cpu"):  # auto: full precision off CUDA
+            assert conv(x).dtype == torch.float32
+        with inference_autocast(torch.device("cpu"), "bf16"):  # forced: the precision loss can be measured here
+            low = conv(x)
+        assert low.dtype == torch.bfloat16
+        assert torch.allclose(low.float(), conv(x), atol=0.05) and not torch.equal(low.float(), conv(x))
+    assert to_channels_last(x) is x and to_channels_last(conv) is conv
+    assert conv.weight.is_contiguous()  # the CPU module keeps its layout
+    with pytest.raises(InputError, match="precision"):
+        inference_autocast("cpu", "int8")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_inference_uses_fp16_and_channels_last_within_tolerance():
+    from cryosr.core.device import inference_autocast, to_channels_last
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(4, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 1, 3, padding=1))
+    x = torch.rand(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = conv(x)
+        net = to_channels_last(conv.cuda())
+        xc = to_channels_last(x.cuda())
+        assert xc.is_contiguous(memory_format=torch.channels_last)
+        with inference_autocast(xc.device):
+            got = net(xc)
+    assert got.dtype == torch.float16
+    assert torch.allclose(got.float().cpu(), want, atol=1e-2 * float(want.abs().max()))

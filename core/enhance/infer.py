@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cryosr.core.device import inference_autocast, to_channels_last
 from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.enhance.model import DSTNet
 from cryosr.core.errors import InputError
@@ -229,7 +230,8 @@ def run_network(model: DSTNet, window: torch.Tensor, config: EnhanceConfig = Enh
             ya, xa = max(y0 - m, 0), max(x0 - m, 0)
             yb, xb = min(y1 + m, h), min(x1 + m, w)
             piece = window[:, ya:yb, xa:xb].to(device, torch.float32)
-            res = model(piece[None], scale=s)[0].to(window.device, window.dtype)
+            with inference_autocast(device):  # fp16 + channels_last on CUDA only (cryosr.core.device)
+                res = to_channels_last(model)(to_channels_last(piece[None]), scale=s)[0].to(window.device, window.dtype)
             out[y0 * s : y1 * s, x0 * s : x1 * s] = res[(y0 - ya) * s : (y1 - ya) * s, (x0 - xa) * s : (x1 - xa) * s]
     return out
 

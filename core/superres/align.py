@@ -230,7 +230,7 @@ def smooth_trajectory(shifts_yx_px: torch.Tensor, variance: torch.Tensor | None 
         base = float((m * wvec[:, None] * m).sum())
         logdet_w = float(torch.log(wvec).sum())
         chol, bad = torch.linalg.cholesky_ex(meas[None] + prior)
-        z = torch.cholesky_solve(b.expand(len(s2), n, 2), chol)
+        z = torch.cholesky_solve(b.expand(len(s2), n, 2).contiguous(), chol)
         quad = base - (b[None] * z).sum((-2, -1))
         logdet_a = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         # two axes: every log-determinant term counts twice
@@ -329,17 +329,20 @@ def estimate_shifts(
     for it in range(max(iterations, 1)):
         total = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
         for a, b in chunks:
-            total += (spec[a:b] * _ramp(ky, kx, shifts[a:b], cplx)).sum(0, dtype=c128)
+            total += (spec[a:b] * _ramp(ky, kx, shifts[a:b], cplx)).sum(0).to(c128)
         total = total.to(cplx)
         new = torch.empty_like(shifts)
         for a, b in chunks:
+            lo, hi = max(0, a - half), min(t, b + half)  # the chunk and its window neighbours
+            ext = spec[lo:hi] * _ramp(ky, kx, shifts[lo:hi], cplx)
             raw = torch.zeros(b - a, h, w // 2 + 1, dtype=cplx, device=dev)  # window sums
             aligned = torch.zeros_like(raw)  # the same, aligned
             for o in range(-half, half + 1):
                 i0, i1 = max(a, -o), min(b, t - o)  # frames i whose neighbour i + o exists
                 if i0 < i1:
                     raw[i0 - a : i1 - a] += spec[i0 + o : i1 + o]
-                    aligned[i0 - a : i1 - a] += spec[i0 + o : i1 + o] * _ramp(ky, kx, shifts[i0 + o : i1 + o], cplx)
+                    aligned[i0 - a : i1 - a] += ext[i0 + o - lo : i1 + o - lo]
+            del ext
             cross = raw * (total[None] - aligned).conj() * lowpass
             del raw, aligned
             start = _integer_peak(cross, shifts[a:b], max_shift if it == 0 else 3.0, h, w)
@@ -369,8 +372,8 @@ def estimate_shifts(
         for a, b in chunks:
             aligned = spec[a:b] * q_of(a, b) * _ramp(ky, kx, shifts[a:b], cplx)
             first_even = a % 2
-            even += aligned[first_even::2].sum(0, dtype=c128)
-            odd += aligned[1 - first_even :: 2].sum(0, dtype=c128)
+            even += aligned[first_even::2].sum(0).to(c128)
+            odd += aligned[1 - first_even :: 2].sum(0).to(c128)
             del aligned
         wiener = _ring_wiener(even, odd, ring, wgt2d, n_rings).to(real)
         total = (even + odd).to(cplx)
@@ -390,7 +393,7 @@ def estimate_shifts(
     if smooth and t >= 4:
         total = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
         for a, b in chunks:
-            total += (spec[a:b] * q_of(a, b) * _ramp(ky, kx, shifts[a:b], cplx)).sum(0, dtype=c128)
+            total += (spec[a:b] * q_of(a, b) * _ramp(ky, kx, shifts[a:b], cplx)).sum(0).to(c128)
         total = total.to(cplx)
         var = torch.empty(t, dtype=torch.float64, device=dev)
         bad = torch.empty(t, dtype=torch.bool, device=dev)

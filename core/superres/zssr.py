@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cryosr.core.device import inference_autocast, to_channels_last
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import bin_sum
@@ -586,8 +587,10 @@ def infer_zssr(
 def _run_tiled(net: nn.Module, x: torch.Tensor, tile: int) -> torch.Tensor:
     """Run a local network over `(1, c, H, W)` in tiles with margins of its receptive radius."""
     big_h, big_w = x.shape[-2:]
+    net = to_channels_last(net)  # on CUDA only (cryosr.core.device), like the fp16 autocast below
     if tile <= 0 or (tile >= big_h and tile >= big_w):
-        return net(x)
+        with inference_autocast(x.device):
+            return net(to_channels_last(x)).to(x.dtype)
     margin = getattr(net, "receptive_radius", 16)
     margin += margin % 2
     tile -= tile % 2
@@ -597,6 +600,7 @@ def _run_tiled(net: nn.Module, x: torch.Tensor, tile: int) -> torch.Tensor:
             y1, x1 = min(y0 + tile, big_h), min(x0 + tile, big_w)
             ya, xa = max(0, y0 - margin), max(0, x0 - margin)
             yb, xb = min(big_h, y1 + margin), min(big_w, x1 + margin)
-            res = net(x[..., ya:yb, xa:xb])
+            with inference_autocast(x.device):
+                res = net(to_channels_last(x[..., ya:yb, xa:xb]))
             out[..., y0:y1, x0:x1] = res[..., y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
     return out
