@@ -154,6 +154,7 @@ def aligned_dose_weighted_sum(
     pre_exposure: float = 0.0,
     voltage_kv: float = 300.0,
     chunk_frames: int | None = None,
+    replicate: int = 1,
 ) -> torch.Tensor:
     """``dose_weighted_sum(fourier_shift(frames, -shifts_yx_px), ...)`` without an aligned copy of the movie.
 
@@ -178,12 +179,19 @@ def aligned_dose_weighted_sum(
         Acceleration voltage.
     chunk_frames : int | None
         Frames per chunk (None: as many as fit in about 256 MiB of temporaries).
+    replicate : int
+        Drizzle: each chunk of frames is first replicated onto a ``replicate``-times finer grid
+        (every pixel copied into ``replicate``² pixels of 1/``replicate``² its counts); shifts and
+        ``pixel_size_a`` stay in input pixels. 1: no replication.
 
     Returns
     -------
     summed : torch.Tensor
-        `(h, w)`, dtype and device of ``frames``.
+        `(h * replicate, w * replicate)`, dtype and device of ``frames``.
     """
+    if replicate > 1:
+        return _replicated_sum(frames, shifts_yx_px, dose_per_frame, pixel_size_a, pre_exposure=pre_exposure,
+                               voltage_kv=voltage_kv, chunk_frames=chunk_frames, replicate=replicate)  # fmt: skip
     t, h, w = frames.shape
     real = torch.float64 if frames.dtype == torch.float64 else torch.float32
     dev = frames.device
@@ -208,3 +216,36 @@ def aligned_dose_weighted_sum(
         del spec, q
     out = acc * torch.sqrt(t / q2)
     return torch.fft.irfft2(out, s=(h, w)).to(frames.dtype)
+
+
+class _Replicated:
+    """A lazy `(t, h * r, w * r)` view of replicated frames (each chunk materialised on indexing)."""
+
+    def __init__(self, frames: torch.Tensor, r: int) -> None:
+        self.frames, self.r = frames, r
+        t, h, w = frames.shape
+        self.shape = (t, h * r, w * r)
+        self.dtype, self.device = frames.dtype, frames.device
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        chunk = self.frames[index]
+        return chunk.repeat_interleave(self.r, dim=-2).repeat_interleave(self.r, dim=-1) / self.r**2
+
+
+def _replicated_sum(
+    frames: torch.Tensor,
+    shifts_yx_px: torch.Tensor | None,
+    dose_per_frame: float,
+    pixel_size_a: float,
+    *,
+    pre_exposure: float,
+    voltage_kv: float,
+    chunk_frames: int | None,
+    replicate: int,
+) -> torch.Tensor:
+    fine = _Replicated(frames, replicate)
+    shifts = None if shifts_yx_px is None else shifts_yx_px * replicate
+    return aligned_dose_weighted_sum(
+        fine, shifts, dose_per_frame, pixel_size_a / replicate, pre_exposure=pre_exposure,  # type: ignore[arg-type]
+        voltage_kv=voltage_kv, chunk_frames=chunk_frames,
+    )

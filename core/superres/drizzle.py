@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from cryosr.core.dose import dose_weighted_sum
-from cryosr.core.shifts import fourier_shift
+from cryosr.core.dose import aligned_dose_weighted_sum
 
 __all__ = ["drizzle"]
 
@@ -52,8 +51,8 @@ def drizzle(
         `(h * scale, w * scale)` in counts per fine pixel summed over frames (LR sum / scale² at low
         frequencies).
     """
-    fine = frames.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1) / scale**2
-    fine = fourier_shift(fine, -shifts_yx_px.to(frames.dtype) * scale)
-    return dose_weighted_sum(
-        fine, dose_per_frame, pixel_size_a / scale, pre_exposure=pre_exposure, voltage_kv=voltage_kv
+    # frame chunks are replicated, moved back and exposure-weighted one at a time (no fine-grid movie)
+    return aligned_dose_weighted_sum(
+        frames, shifts_yx_px, dose_per_frame, pixel_size_a, pre_exposure=pre_exposure, voltage_kv=voltage_kv,
+        replicate=scale,
     )

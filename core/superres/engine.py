@@ -35,7 +35,6 @@ from cryosr.core.superres.zssr import (
     train_zssr,
     train_zssr_halves,
 )
-from cryosr.core.tiling import TilingConfig, apply_tiled
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,9 @@ class SuperresConfig:
     pre_exposure : float
         Exposure before the first frame (e/Å²).
     tile : int
-        LR tile edge for drizzle/wiener and fine-grid tile edge for the zssr network (0: no tiling).
+        LR tile edge of the zssr network pass (tiles of ``tile * scale`` fine pixels with margins of
+        the receptive field: tiled = untiled; 0: whole image). Drizzle and Wiener are computed
+        whole and exactly, in chunks of frames and of frequency rows, so they need no tiles.
     iterations : int | None
         zssr optimiser steps per movie (None: ``ZssrConfig`` default; fewer for fine-tuning).
     init : str
@@ -254,7 +255,7 @@ def run_superres(
         offset = (config.scale - 1) / 2
         image = fourier_shift(fourier_pad(lr_sum, config.scale), lr_sum.new_tensor([offset, offset])) / scale2
     elif method in ("drizzle", "wiener"):
-        image = _tiled_multiframe(method, frames, shifts_yx_px, pixel_size_a, dose_per_frame, config, info)
+        image = _multiframe(method, frames, shifts_yx_px, pixel_size_a, dose_per_frame, config, info)
     else:
         zcfg = config.zssr_config()
         if t < min_frames(zcfg):
@@ -320,10 +321,8 @@ def _zssr_halves(
     index = torch.arange(t, device=frames.device)
     halves = []
     for part in (index[0::2], index[1::2]):
-        sub = SuperresConfig(method="wiener", voltage_kv=config.voltage_kv, pre_exposure=config.pre_exposure,
-                             tile=config.tile)  # fmt: skip
         halves.append(
-            _tiled_multiframe("wiener", crop[part], shifts_yx_px[part], pixel_size_a, dose_per_frame, sub, {}, frame_index=part)
+            _multiframe("wiener", crop[part], shifts_yx_px[part], pixel_size_a, dose_per_frame, config, {}, frame_index=part)
         )
     seconds["halves"] = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -331,7 +330,7 @@ def _zssr_halves(
     train_info["train_region_lr_px"] = [rh, rw]
     seconds["train"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    full = _tiled_multiframe("wiener", frames, shifts_yx_px, pixel_size_a, dose_per_frame, config, info)
+    full = _multiframe("wiener", frames, shifts_yx_px, pixel_size_a, dose_per_frame, config, info)
     image = refine_zssr(
         net, full, half_mean=train_info["half_mean"], half_std=train_info["half_std"], tile=config.tile * config.scale
     )
@@ -339,7 +338,7 @@ def _zssr_halves(
     return image, net, train_info
 
 
-def _tiled_multiframe(
+def _multiframe(
     method: str,
     frames: torch.Tensor,
     shifts_yx_px: torch.Tensor,
@@ -349,25 +348,15 @@ def _tiled_multiframe(
     info: dict,
     frame_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Drizzle or Wiener, over LR tiles whose overlap exceeds the drift (periodic shifts wrap inside a tile).
+    """Drizzle or Wiener of the whole movie (exact: no real-space tiles; memory bounded by frame and row chunks).
 
     ``frame_index`` (Wiener only): positions of the given frames in the movie (e.g. the even half).
     """
     acq = {"pre_exposure": config.pre_exposure, "voltage_kv": config.voltage_kv}
-
-    def reconstruct(tile: torch.Tensor) -> torch.Tensor:
-        if method == "drizzle":
-            return drizzle(tile, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, **acq)
-        image, tile_info = wiener_unalias(
-            tile, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, frame_index=frame_index, **acq
-        )
-        info.setdefault("wiener", tile_info)
-        return image
-
-    h, w = frames.shape[-2:]
-    if config.tile == 0 or (config.tile >= h and config.tile >= w):
-        return reconstruct(frames)
-    drift = float((shifts_yx_px - shifts_yx_px.mean(0)).abs().max()) if shifts_yx_px.numel() else 0.0
-    overlap = min(max(32, 2 * math.ceil(drift) + 16), config.tile // 2 - 1)
-    info["tiles"] = {"tile": config.tile, "overlap": overlap}
-    return apply_tiled(reconstruct, frames, TilingConfig(config.tile, overlap), scale=config.scale)
+    if method == "drizzle":
+        return drizzle(frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, **acq)
+    image, wiener_info = wiener_unalias(
+        frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, frame_index=frame_index, **acq
+    )
+    info.setdefault("wiener", wiener_info)
+    return image

@@ -17,6 +17,11 @@ even- and odd-frame sums inside the LR band, log-linear extrapolation beyond it)
     X = (sum_i c_i^H c_i / var_i + diag(1 / S))^-1 sum_i c_i^H Y_i / var_i
 
 Without noise and with >= 4 frames at distinct sub-pixel phases this is exact.
+
+Memory: the frames are transformed one at a time and the 4x4 normal equations are accumulated per
+LR frequency in chunks of frequency rows, so the whole image is solved at once, exactly (no
+real-space tiles), with a few complex arrays of the LR size besides the movie (about 4 GB for a
+4096² movie in float32).
 """
 
 from __future__ import annotations
@@ -24,33 +29,35 @@ from __future__ import annotations
 import math
 
 import torch
+from torch_fourier_filter.dose_weight import critical_exposure
 
-from cryosr.core.dose import cumulative_dose, dose_filter
+from cryosr.core.dose import cumulative_dose, dose_filter_on_grid
 
 __all__ = ["estimate_signal_prior", "wiener_unalias"]
 
 
-def _alias_freqs(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fine-grid indices and signed frequencies of the 4 aliases, each `(h, w, 4)` (j = 2a + b)."""
-    big_h, big_w = 2 * h, 2 * w
-    iy = torch.arange(h, device=device)[:, None] + h * torch.arange(2, device=device)[None, :]  # (h, 2)
-    ix = torch.arange(w, device=device)[:, None] + w * torch.arange(2, device=device)[None, :]  # (w, 2)
-    fy_all = torch.fft.fftfreq(big_h, device=device, dtype=torch.float64)
-    fx_all = torch.fft.fftfreq(big_w, device=device, dtype=torch.float64)
-    ky = iy[:, None, :, None].expand(h, w, 2, 2).reshape(h, w, 4)
-    kx = ix[None, :, None, :].expand(h, w, 2, 2).reshape(h, w, 4)
-    return ky, kx, fy_all[ky], fx_all[kx]
+def _alias_axis(n: int, device: torch.device) -> torch.Tensor:
+    """Signed fine-grid frequencies `(n, 2)` (cycles per fine pixel) of the 2 aliases of each of ``n`` LR bins.
+
+    LR bin ``r`` receives fine-grid bins ``r`` and ``r + n`` of a ``2n`` grid (alias ``a = 0, 1``).
+    """
+    f = torch.fft.fftfreq(2 * n, device=device, dtype=torch.float64)
+    return torch.stack([f[:n], f[n:]], dim=-1)
 
 
-def _box(fy: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
-    two_pi_i = 2j * math.pi
-    return (1 + torch.exp(two_pi_i * fy)) * (1 + torch.exp(two_pi_i * fx)) / 4
+def _in_square_alias(n: int, device: torch.device) -> torch.Tensor:
+    """`(n,)` index (0 or 1) of the alias inside the LR Fourier square for each LR bin."""
+    return (torch.arange(n, device=device) >= n // 2).long()
+
+
+def _alias_magnitude(fy: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
+    """`(rows, w, 4)` |f| (cycles per fine pixel) of the aliases ``j = 2a + b`` from `(rows, 2)`, `(w, 2)`."""
+    mag = torch.sqrt(fy[:, None, :, None] ** 2 + fx[None, :, None, :] ** 2)
+    return mag.reshape(fy.shape[0], fx.shape[0], 4)
 
 
 def estimate_signal_prior(
-    spectra: torch.Tensor,
-    shifts_yx_px: torch.Tensor,
-    q_lr: torch.Tensor,
+    cross: torch.Tensor,
     *,
     n_bins: int | None = None,
     fit_band: tuple[float, float] = (0.75, 1.0),
@@ -68,12 +75,10 @@ def estimate_signal_prior(
 
     Parameters
     ----------
-    spectra : torch.Tensor
-        `(t, h, w)` complex full DFTs of the LR frames.
-    shifts_yx_px : torch.Tensor
-        `(t, 2)` shifts in LR pixels.
-    q_lr : torch.Tensor
-        `(t, h, w)` exposure attenuation at the in-square frequency of each LR bin.
+    cross : torch.Tensor
+        `(h, w)` ``Re(E conj(O)) / (Q_E Q_O |B|^2)`` per LR bin (full DFT layout): the cross-power
+        of the aligned even- and odd-frame sums, divided by their summed exposure attenuations and
+        by the 2x2 box transfer at the in-square alias, i.e. an unbiased estimate of ``E|X|^2``.
     n_bins : int | None
         Radial bins up to the LR Nyquist frequency (default: one per LR Fourier pixel).
     fit_band : tuple[float, float]
@@ -90,20 +95,15 @@ def estimate_signal_prior(
     fit : dict
         ``{"log_intercept", "slope_per_cycle", "f_max"}`` of the extrapolation.
     """
-    t, h, w = spectra.shape
-    dev = spectra.device
+    h, w = cross.shape
+    dev = cross.device
     n_bins = n_bins or min(h, w) // 2
     fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)[:, None].expand(h, w)
     fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)[None, :].expand(h, w)
-    phase = 2 * math.pi * (fy[None] * shifts_yx_px[:, 0, None, None].double() + fx[None] * shifts_yx_px[:, 1, None, None].double())
-    aligned = spectra.to(torch.complex128) * torch.polar(torch.ones_like(phase), phase)
-    even, odd = aligned[0::2].sum(0), aligned[1::2].sum(0)
-    gain = q_lr[0::2].double().sum(0) * q_lr[1::2].double().sum(0)
-    box2 = (torch.cos(math.pi * fy / 2) ** 2) * (torch.cos(math.pi * fx / 2) ** 2)  # |B(f/2)|^2 at the in-square alias
-    cross = (even * odd.conj()).real / (gain * box2).clamp(min=1e-12)
     f_fine = torch.sqrt(fy**2 + fx**2) / 2  # cycles per fine pixel
     idx = (f_fine / 0.25 * n_bins).long()
     inside = (idx < n_bins) & (f_fine > 0)
+    cross = cross.double()
     sums = torch.zeros(n_bins, dtype=torch.float64, device=dev).index_add_(0, idx[inside], cross[inside])
     counts = torch.zeros(n_bins, dtype=torch.float64, device=dev).index_add_(0, idx[inside], torch.ones_like(cross[inside]))
     power = sums / counts.clamp(min=1)
@@ -170,6 +170,7 @@ def wiener_unalias(
     voltage_kv: float = 300.0,
     prior_scale: float = 1.0,
     frame_index: torch.Tensor | None = None,
+    chunk_bytes: int = 64 << 20,
 ) -> tuple[torch.Tensor, dict]:
     """Reconstruct the 2x image from LR frames with known shifts.
 
@@ -192,6 +193,8 @@ def wiener_unalias(
     frame_index : torch.Tensor | None
         `(t,)` position of each given frame in the original movie (0-based), for a subset of frames
         such as the even or odd half; sets each frame's accumulated exposure (None: ``0 .. t-1``).
+    chunk_bytes : int
+        Size of the temporaries per chunk of LR frequency rows (memory, not results).
 
     Returns
     -------
@@ -202,44 +205,73 @@ def wiener_unalias(
         Noise variances and prior fit (JSON-serialisable).
     """
     t, h, w = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"frame size {(h, w)} must be even")
     dev = frames.device
-    big = (2 * h, 2 * w)
     cplx = torch.complex128 if frames.dtype == torch.float64 else torch.complex64
     real = torch.float64 if frames.dtype == torch.float64 else torch.float32
-    spectra = torch.fft.fft2(frames.to(real))
     if frame_index is None:
         dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
     else:
         if tuple(frame_index.shape) != (t,):
             raise ValueError(f"frame_index has shape {tuple(frame_index.shape)}, expected ({t},)")
         dose = pre_exposure + dose_per_frame * (frame_index.to(dev, torch.float32) + 0.5)
-    q_full = dose_filter(big, dose, pixel_size_a / 2, voltage_kv=voltage_kv, rfft=False).to(real)  # (t, 2h, 2w)
-    ky, kx, fy, fx = _alias_freqs(h, w, dev)
-    # in-square alias of every LR bin, for the prior estimate
-    lr_fy = torch.fft.fftfreq(h, device=dev) / 2
-    lr_fx = torch.fft.fftfreq(w, device=dev) / 2
-    in_y = torch.round(lr_fy * 2 * h).long() % (2 * h)
-    in_x = torch.round(lr_fx * 2 * w).long() % (2 * w)
-    q_lr = q_full[:, in_y[:, None], in_x[None, :]]
     shifts = shifts_yx_px.to(dev, torch.float64)
-    centres, power, fit = estimate_signal_prior(spectra, shifts, q_lr)
-    prior = _prior_at(torch.sqrt(fy**2 + fx**2), centres, power, fit) * prior_scale  # (h, w, 4)
-    inv_prior = (1.0 / prior).to(real)
-    inv_prior[0, 0, 0] = 0.0  # the mean is not regularised
-    variance = frames.to(torch.float64).sum(dim=(-2, -1)).clamp(min=1.0)  # Poisson: sum of counts
-    box = _box(fy, fx)
+    fy, fx = _alias_axis(h, dev), _alias_axis(w, dev)  # (h, 2), (w, 2) signed, cycles per fine pixel
+    box_y = (1 + torch.exp(2j * math.pi * fy)) / 2  # the 2x2 box transfer is separable: B = box_y box_x
+    box_x = (1 + torch.exp(2j * math.pi * fx)) / 2
+    rows = max(1, chunk_bytes // (w * 16 * cplx.itemsize))
+    chunks = [(r, min(h, r + rows)) for r in range(0, h, rows)]
+    # critical exposure of every alias (e/Å²), and of the in-square alias of every LR bin
+    ne = torch.empty(h, w, 4, dtype=torch.float32, device=dev)
+    for r0, r1 in chunks:
+        ne[r0:r1] = critical_exposure(_alias_magnitude(fy[r0:r1], fx) / (pixel_size_a / 2))  # |K| in 1/Å
+    a_in, b_in = _in_square_alias(h, dev), _in_square_alias(w, dev)
+    ne_in = ne[torch.arange(h, device=dev)[:, None], torch.arange(w, device=dev)[None, :], 2 * a_in[:, None] + b_in[None, :]]
+    lr_fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)
+    lr_fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)
+    halves = torch.zeros(2, h, w, dtype=torch.complex128, device=dev)  # aligned even / odd sums (prior)
+    q_halves = torch.zeros(2, h, w, dtype=torch.float64, device=dev)
+    q2 = torch.zeros(h, w, 4, dtype=real, device=dev)  # sum_i q_i^2 per alias (output convention)
     gram = torch.zeros(h, w, 4, 4, dtype=cplx, device=dev)
     rhs = torch.zeros(h, w, 4, dtype=cplx, device=dev)
+    variance = frames.to(torch.float64).sum(dim=(-2, -1)).clamp(min=1.0)  # Poisson: sum of counts
     for i in range(t):
-        phase = -2 * math.pi * (fy * (2 * shifts[i, 0]) + fx * (2 * shifts[i, 1]))
-        c = (q_full[i][ky, kx].double() * box * torch.polar(torch.ones_like(phase), phase)).to(cplx)
+        spec = torch.fft.fft2(frames[i].to(real))
+        sy, sx = float(shifts[i, 0]), float(shifts[i, 1])
+        align = torch.polar(torch.ones_like(lr_fy), 2 * math.pi * lr_fy * sy)[:, None] * torch.polar(
+            torch.ones_like(lr_fx), 2 * math.pi * lr_fx * sx
+        )[None, :]
+        halves[i % 2] += spec.to(torch.complex128) * align
+        q_halves[i % 2] += dose_filter_on_grid(ne_in, dose[i : i + 1], voltage_kv=voltage_kv)[0].double()
+        # frame i at LR bin k: sum_j q_i(K_j) B(K_j) exp(-2 pi i f_j . 2 s_i) X(K_j)
+        ey = (box_y * torch.polar(torch.ones_like(fy), -2 * math.pi * fy * (2 * sy))).to(cplx)  # (h, 2)
+        ex = (box_x * torch.polar(torch.ones_like(fx), -2 * math.pi * fx * (2 * sx))).to(cplx)  # (w, 2)
         weight = float(1.0 / variance[i])
-        gram += weight * c.conj()[..., :, None] * c[..., None, :]
-        rhs += weight * c.conj() * spectra[i][..., None].to(cplx)
-    solution = _solve(gram, rhs, inv_prior)
-    full = solution.reshape(h, w, 2, 2).permute(2, 0, 3, 1).reshape(*big)
+        for r0, r1 in chunks:
+            q = dose_filter_on_grid(ne[r0:r1].reshape(r1 - r0, 4 * w), dose[i : i + 1], voltage_kv=voltage_kv)[0]
+            q = q.reshape(r1 - r0, w, 4).to(real)
+            q2[r0:r1] += q * q
+            c = q * (ey[r0:r1, None, :, None] * ex[None, :, None, :]).reshape(r1 - r0, w, 4)
+            cw = c.conj() * weight
+            gram[r0:r1] += cw[..., :, None] * c[..., None, :]
+            rhs[r0:r1] += cw * spec[r0:r1, :, None].to(cplx)
+    box2 = (torch.cos(math.pi * lr_fy / 2) ** 2)[:, None] * (torch.cos(math.pi * lr_fx / 2) ** 2)[None, :]
+    cross = (halves[0] * halves[1].conj()).real / (q_halves[0] * q_halves[1] * box2).clamp(min=1e-12)
+    del halves, q_halves
+    centres, power, fit = estimate_signal_prior(cross)
+    solution = torch.empty(h, w, 4, dtype=cplx, device=dev)
+    for r0, r1 in chunks:
+        prior = _prior_at(_alias_magnitude(fy[r0:r1], fx), centres, power, fit) * prior_scale
+        inv_prior = (1.0 / prior).to(real)
+        if r0 == 0:
+            inv_prior[0, 0, 0] = 0.0  # the mean is not regularised
+        solution[r0:r1] = _solve(gram[r0:r1], rhs[r0:r1], inv_prior)
+    del gram, rhs
+    full = solution.reshape(h, w, 2, 2).permute(2, 0, 3, 1).reshape(2 * h, 2 * w)
+    weight_out = torch.sqrt(t * q2).reshape(h, w, 2, 2).permute(2, 0, 3, 1).reshape(2 * h, 2 * w)
     # the dose-weighted convention of ``dose_weighted_sum``: each frequency scaled by sqrt(t sum_i q_i^2)
-    image = torch.fft.ifft2(full * torch.sqrt(t * (q_full**2).sum(0)).to(full.dtype)).real
+    image = torch.fft.ifft2(full * weight_out.to(full.dtype)).real
     info = {
         "noise_variance_per_frame_mean": float(variance.mean()),
         "prior_log_intercept": fit["log_intercept"],
