@@ -214,12 +214,11 @@ def _ice_spectrum(
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
     k = k2.sqrt()
 
-    def form(coefs: tuple) -> torch.Tensor:
-        a = torch.tensor(coefs[0], device=device)[:, None, None]
-        b = torch.tensor(coefs[1], device=device)[:, None, None]
-        return (a * torch.exp(-(b + _WATER_B_A2) * k2 / 4)).sum(0)
-
-    f_water = form(FORM_O) + 2 * form(FORM_H)
+    # f_water(k) = f_O + 2 f_H, each Σ_i a_i exp(-(b_i + B) k² / 4): accumulated term by term in place
+    f_water = torch.zeros_like(k2)
+    for coefs, count in ((FORM_O, 1.0), (FORM_H, 2.0)):
+        for a_i, b_i in zip(*coefs):
+            f_water.add_(torch.exp(k2 * (-(float(b_i) + _WATER_B_A2) / 4)), alpha=count * float(a_i))
     s0 = 0.06
     structure = 1 - (1 - s0) * torch.exp(-((k / 0.22) ** 2)) + 1.2 * torch.exp(-(((k - 0.27) / 0.045) ** 2))
     amp = math.sqrt(WATER_NUMBER_DENSITY_A3 * thickness_a) / pixel_size_a * MOTT_BETHE_V_A2 * f_water * structure.sqrt()
