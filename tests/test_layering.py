@@ -47,3 +47,45 @@ def test_no_generic_top_level_core_package_is_installed():
         import sys
 
         assert str(REPO) in sys.path or "" in sys.path or "." in sys.path
+
+
+def test_setup_cfg_lists_every_package_and_the_wheel_holds_them(tmp_path):
+    """A non-editable build: every folder with an __init__.py is shipped under cryosr.*, data files
+    included, and no top-level ``core`` package exists (package_dir mapping of setup.cfg)."""
+    import configparser
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    roots = {"core": "cryosr.core", "relion_external": "cryosr.relion_external", "cryosparc_plugin": "cryosr.cryosparc_plugin"}
+    expected = set()
+    for folder, name in roots.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder).parts
+            expected.add(".".join((name, *rel)))
+    assert expected == listed, f"setup.cfg packages differ: missing {expected - listed}, extra {listed - expected}"
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for folder in roots:
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                          str(tmp_path / "dist"), str(src)], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("cryosr-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}
+    assert shipped == expected
+    assert not any(n.startswith("core/") for n in names)
+    data = {n.rsplit("/", 1)[1] for n in names if n.startswith("cryosr/core/data/")}
+    assert {"apoferritin_6z6u_chain_a.pdb", "enhance_default.pt", "enhance_default.json"} <= data
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    for script in ("cryosr = cryosr.core.cli.main:main", "cryosr-relion =", "cryosr-cryosparc ="):
+        assert script in text
