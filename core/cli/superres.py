@@ -17,6 +17,7 @@ import json
 import logging
 import shlex
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from cryosr.core.superres.engine import DEFAULT_METHOD, METHODS, SuperresConfig
 from cryosr.core.superres.pipeline import MovieTask
 
 logger = logging.getLogger(__name__)
+
+#: Least seconds between two rewrites of superres.json during a run (it is always written at the end).
+JSON_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -224,14 +228,18 @@ def main(args: argparse.Namespace) -> int:
             with atomic_path(run.out_dir / "zssr_dataset.pt", overwrite=True) as tmp:
                 torch.save(weights, tmp)
 
+        last_write = [0.0]
+
         def on_record(i: int, record: dict) -> None:
             task = run.tasks[i]
+            if "error" not in record:
+                logger.info("%s -> %s", task.movie_path, task.out_path)
             if record.get("skipped") and str(task.movie_path) in records:
                 return
             records[str(task.movie_path)] = record
-            _write_json(json_path, run, records, training)
-            if "error" not in record:
-                logger.info("%s -> %s", task.movie_path, task.out_path)
+            if time.monotonic() - last_write[0] >= JSON_INTERVAL_S:  # thousands of movies: not after each one
+                _write_json(json_path, run, records, training)
+                last_write[0] = time.monotonic()
 
         results = runner.run(run.tasks, run.config, overwrite=run.overwrite, weights=weights, on_record=on_record)
     _write_json(json_path, run, records, training)
