@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def process_movie(
     device: torch.device,
     overwrite: bool = False,
     weights: dict | None = None,
+    callback: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Super-resolve one movie file and write its outputs.
 
@@ -77,6 +79,8 @@ def process_movie(
         Recompute even when the output exists (otherwise it is skipped: resumable runs).
     weights : dict | None
         zssr start weights (dataset mode).
+    callback : Callable[[str, int, int], None] | None
+        Progress of long stages, ``callback(stage, step, total)`` (see ``run_superres``).
 
     Returns
     -------
@@ -116,6 +120,7 @@ def process_movie(
             config=config,
             shifts_yx_px=shifts,
             weights=weights,
+            callback=callback,
         )
     except InputError as exc:
         if exc.path is None:
