@@ -324,7 +324,7 @@ def cli_dataset_runs(movie_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     movies = [str(movie_dir / f"movie_{i:04d}.mrcs") for i in range(3)]
     common = ["superres", *movies, "--dose-per-frame", "1", "--device", "cpu", "--method", "zssr",
-              "--mode", "dataset", "--train-movies", "1", "--train-iterations", "20", "--iterations", "3", "--tile", "0"]  # fmt: skip
+              "--mode", "dataset", "--train-movies", "1", "--train-iterations", "4", "--iterations", "3", "--tile", "0"]  # fmt: skip
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # as each single-threaded worker (conv reductions depend on the thread count)
     try:
@@ -342,7 +342,7 @@ def test_cli_workers_dataset_mode_matches_one_process(cli_dataset_runs):
     assert w1.keys() == w2.keys() and all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
     j1, j2 = (json.loads((d / "superres.json").read_text()) for d in (one, two))
     assert len(j1["dataset_training"]) == len(j2["dataset_training"]) == 1
-    assert j2["dataset_training"][0]["info"]["train_iterations"] == 20
+    assert j2["dataset_training"][0]["info"]["train_iterations"] == 4
     assert "--workers 2" in j2["command"]
     assert [r["movie"] for r in j2["movies"]] == [r["movie"] for r in j1["movies"]]  # input order
     for r1, r2 in zip(j1["movies"], j2["movies"], strict=True):
