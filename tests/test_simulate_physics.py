@@ -305,3 +305,40 @@ def test_particle_boxes_are_fft_friendly_and_hold_the_particle(model):
         assert m == 1
     box = particle_box_px(model, 0.5)
     assert box * 0.5 >= 2 * model_radius_a(model) + 16
+
+
+def _relion_ctf(shape, pixel_size_a, u_a, v_a, angle_deg, voltage_kv, cs_mm, w):
+    """RELION's CTF (ctf.h getCTF/getDeltaF) on an rfft grid: rows are Y, columns X, angle from X."""
+    ky = torch.fft.fftfreq(shape[0], d=pixel_size_a, dtype=torch.float64)[:, None]
+    kx = torch.fft.rfftfreq(shape[1], d=pixel_size_a, dtype=torch.float64)[None, :]
+    u2 = ky**2 + kx**2
+    lam = electron_wavelength_a(voltage_kv)
+    delta_f = -(u_a + v_a) / 2 - (u_a - v_a) / 2 * torch.cos(2 * (torch.atan2(ky, kx) - math.radians(angle_deg)))
+    k3 = math.atan(w / math.sqrt(1 - w * w))
+    return -torch.sin(math.pi * lam * delta_f * u2 + math.pi / 2 * cs_mm * 1e7 * lam**3 * u2**2 - k3)
+
+
+def test_applied_ctf_is_relions_with_the_recorded_astigmatism(model):
+    """Item 3: the CTF in the clean image is RELION's CTF for the recorded DefocusU/V/Angle.
+
+    clean_hr and clean_hr_noctf share the specimen spectrum S: rfft(clean) / rfft(noctf) =
+    -2 A (dose p²) t CTF, so the applied CTF is measured exactly, direction by direction."""
+    cfg = SimulationConfig(size=64, pixel_size_a=1.5, frames=2, particles=1, astigmatism_a=1500.0,
+                           defocus_min_a=9000.0, defocus_max_a=12000.0, motion="none", seed=12)
+    sim = simulate_movie(model, cfg, 0, "cpu")
+    assert sim.defocus_u_a - sim.defocus_v_a > 300  # astigmatic enough for the angle to matter
+    n, px = cfg.hr_size, cfg.hr_pixel_size_a
+    scale = -2 * sim.info["ice_attenuation"] * cfg.dose_per_frame * px**2 * cfg.frames
+    num, den = torch.fft.rfft2(sim.clean_hr.double()), torch.fft.rfft2(sim.clean_hr_noctf.double())
+    ok = den.abs() > 1e-3 * den.abs().max()
+    ok[0, 0] = False
+    # the Nyquist row/column: (ky, +1/2p) and (-ky, +1/2p) are one Hermitian pair on the grid but
+    # different directions for an astigmatic CTF, so a real image cannot carry both values there
+    ok[n // 2, :] = False
+    ok[:, -1] = False
+    measured = (num / den).real / scale
+    expected = _relion_ctf((n, n), px, sim.defocus_u_a, sim.defocus_v_a, sim.defocus_angle_deg, 300.0, 2.7, 0.07)
+    assert int(ok.sum()) > 0.9 * ok.numel()
+    assert float((measured - expected)[ok].abs().max()) < 0.01
+    rotated = _relion_ctf((n, n), px, sim.defocus_u_a, sim.defocus_v_a, sim.defocus_angle_deg + 90, 300.0, 2.7, 0.07)
+    assert float((measured - rotated)[ok].abs().max()) > 0.5  # the test sees the angle
