@@ -50,7 +50,9 @@ __all__ = [
 SHIFT_CONVENTION = (
     "rlnMicrographShiftX/Y (LR pixels) and cryosrShiftX/YAngst (Å) are the displacement of frame i's "
     "content relative to the reference (motion-free) specimen: frame_i = fourier_shift(reference, +shift); "
-    "positive moves content to larger pixel indices; frame 1 is the reference (0, 0). Frame numbers are 1-based."
+    "positive moves content to larger pixel indices; frame 1 is the reference (0, 0). Frame numbers are 1-based. "
+    "NOTE: the opposite sign of RELION's own motion STAR files (they store the correction, -shift); negate "
+    "rlnMicrographShiftX/Y before giving this file to RELION."
 )
 
 
