@@ -138,3 +138,29 @@ def test_real_epu_micrograph_sanity():
     assert 1.5 < mean_um < 3.5
     assert fit.fit_resolution_a < 10.0
     assert fit.score > 0.15
+
+
+@pytest.mark.parametrize(
+    ("seed", "defocus_um", "size", "tile_a"),
+    [(21, "0.8:1.2", 256, 128), pytest.param(22, "1.8:2.4", 384, 256, marks=pytest.mark.slow)],
+)
+def test_recovers_defocus_of_simulator_micrographs(tmp_path, seed, defocus_um, size, tile_a):
+    """The simulator's forward model (particles + ice, CTF, dose weighting): noise-free sums at the LR
+    (1 Å) and the HR (0.5 Å) pixel give defocus U/V within 1 % (or 50 Å) and the astigmatism angle
+    within 5°. The tile must sample the rings: 128 Å at 1 µm, 256 Å at 2 µm (smaller tiles alias the
+    rings and lose the astigmatism). Noisy micrographs: see README (evaluate)."""
+    from cryosr.core.cli.main import main
+    from cryosr.core.io import read_micrograph, read_star
+
+    sim = tmp_path / "sim"
+    argv = ["-q", "simulate", "--out", str(sim), "--n-movies", "1", "--size", str(size), "--frames", "2",
+            "--seed", str(seed), "--defocus", defocus_um, "--astigmatism", "400"]  # fmt: skip
+    assert main(argv) == 0
+    truth = read_star(sim / "truth" / "particles.star")["particles"].iloc[0]
+    assert truth["rlnDefocusU"] - truth["rlnDefocusV"] > 300  # the angle is defined
+    for name in ("movie_0001_clean_lr.mrc", "movie_0001_clean.mrc"):
+        mic = read_micrograph(sim / "truth" / name)
+        fit = fit_ctf(mic.data, mic.pixel_size_a, CtfFitConfig(tile_px=int(round(tile_a / mic.pixel_size_a))))
+        for fitted, true in ((fit.defocus_u_a, truth["rlnDefocusU"]), (fit.defocus_v_a, truth["rlnDefocusV"])):
+            assert abs(fitted - true) <= max(50.0, 0.01 * true), (name, fitted, true)
+        assert _angle_diff(fit.defocus_angle_deg, truth["rlnDefocusAngle"]) < 5.0, (name, fit.defocus_angle_deg)

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
+from torch_fourier_shell_correlation import fourier_ring_correlation
 
 from cryosr.core.cli.main import main
 from cryosr.core.evaluate.frc import frc_band, frc_curve
@@ -28,13 +29,27 @@ def test_frc_of_image_with_itself_is_one_and_with_independent_noise_near_zero():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(128, 128, generator=g)
     b = torch.randn(128, 128, generator=g)
-    _, same = frc_curve(a, a)
-    assert torch.allclose(same[1:], torch.ones_like(same[1:]), atol=1e-9)  # ring 0 is the removed mean
+    freq, same = frc_curve(a, 2.5 * a - 3.0)  # gain and offset do not matter
+    assert len(freq) == 65 and freq[0] == 0 and float(freq[-1]) == pytest.approx(0.5)
+    assert torch.allclose(same, torch.ones_like(same), atol=1e-9)
     _, indep = frc_curve(a, b)
     # each ring of radius r has ~pi r pixels: |FRC| ~ 1/sqrt(pi r); the mean over rings ~0
     assert abs(float(indep[8:].mean())) < 0.03
     assert float(indep[8:].abs().max()) < 0.4
     assert abs(float(frc_band(a, b, 0.0, 1.0))) < 0.03
+    # partially correlated: b2 = a + noise of equal power -> FRC ~ 1/sqrt(2) in every ring
+    _, half = frc_curve(a, a + b)
+    assert float(half[8:].mean()) == pytest.approx(2**-0.5, abs=0.02)
+
+
+def test_frc_curve_matches_torch_fourier_shell_correlation():
+    """Same rings as the library (linear interpolation between ring centres), batched, non-square."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 40, 34, generator=g, dtype=torch.float64)
+    y = x + torch.randn(40, 34, generator=g, dtype=torch.float64)
+    freq, ours = frc_curve(x, y)
+    assert torch.allclose(freq, torch.fft.rfftfreq(34, dtype=torch.float64))
+    assert torch.allclose(ours, fourier_ring_correlation(x, y).to(torch.float64), atol=1e-9)
 
 
 def test_metrics_oracles():
@@ -63,23 +78,68 @@ def test_radial_power_of_white_noise_is_flat():
     assert float(p[4:].mean()) == pytest.approx(1.0, rel=0.05)
 
 
+_VOID = {"meta", "br", "hr", "link", "img", "input", "col", "wbr"}
+
+
 class _Collector(HTMLParser):
+    """Strict-enough HTML check: every non-void element closed in order, tables rectangular."""
+
     def __init__(self):
-        super().__init__()
-        self.stack, self.tags, self.imgs, self.errors = [], [], [], []
+        super().__init__(convert_charrefs=True)
+        self.stack, self.tags, self.imgs, self.errors, self.decl = [], [], [], [], []
+        self.row_widths: list[list[int]] = []
+        self.text: list[str] = []
+
+    def handle_decl(self, decl):
+        self.decl.append(decl)
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
         if tag == "img":
             self.imgs.append(dict(attrs))
-        elif tag not in ("meta", "br", "hr", "link"):
+        if tag == "table":
+            self.row_widths.append([])
+        elif tag == "tr" and self.row_widths:
+            self.row_widths[-1].append(0)
+        elif tag in ("td", "th") and self.row_widths and self.row_widths[-1]:
+            self.row_widths[-1][-1] += 1
+        if tag not in _VOID:
             self.stack.append(tag)
 
     def handle_endtag(self, tag):
         if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"unbalanced </{tag}>")
+            self.errors.append(f"unbalanced </{tag}> (open: {self.stack[-3:]})")
         else:
             self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def validate_report_html(path) -> _Collector:
+    """Validate a self-contained report page: structure, tables, and every embedded PNG decodes."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    page = path.read_text(encoding="utf-8")
+    parser = _Collector()
+    parser.feed(page)
+    parser.close()
+    assert parser.decl and parser.decl[0].lower() == "doctype html"
+    assert not parser.errors and not parser.stack, (parser.errors, parser.stack)
+    assert parser.tags[:3] == ["html", "head", "meta"] and {"title", "body", "h1", "table"} <= set(parser.tags)
+    for widths in parser.row_widths:  # header and body rows of each table have one width
+        assert widths and len(set(widths)) == 1, widths
+    assert 'src="http' not in page and "<script" not in page  # self-contained, nothing to fetch
+    for img in parser.imgs:
+        prefix = "data:image/png;base64,"
+        assert img["src"].startswith(prefix) and img.get("alt")
+        with Image.open(io.BytesIO(base64.b64decode(img["src"][len(prefix) :], validate=True))) as im:
+            im.verify()  # a truncated or corrupt PNG raises
+            assert im.format == "PNG" and min(im.size) > 50
+    return parser
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +207,11 @@ def test_evaluate_writes_table_plots_and_valid_html(tiny_project, tmp_path):
     with (out / "metrics.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert {r["method"] for r in rows if r["micrograph"] == "ALL"} == {"truth", "bicubic", "fourier", "perfect"}
-    page = (out / "report.html").read_text()
-    parser = _Collector()
-    parser.feed(page)
-    assert not parser.errors and not parser.stack
-    assert parser.tags[0] == "html" and "table" in parser.tags
-    assert len(parser.imgs) >= 4 and all(i["src"].startswith("data:image/png;base64,") for i in parser.imgs)
-    assert 'src="http' not in page and "<script" not in page  # self-contained
+    parser = validate_report_html(out / "report.html")
+    assert len(parser.imgs) >= 4  # FRC, power spectra, panels, CTF fits
+    text = " ".join(parser.text)
+    assert all(m in text for m in ("bicubic", "fourier", "perfect", "truth"))
+    assert text.count("frc_below_lr_nyquist") == 2  # summary and per-micrograph tables both carry the FRC
 
 
 def test_evaluate_real_data_mode_and_bad_input(tiny_project, tmp_path, capsys):

@@ -6,7 +6,7 @@ Example::
 
 Simulates a small apoferritin movie (embedded model) recorded at a 2x larger pixel, super-resolves
 it with the default method and with the bicubic baseline, and writes an evaluation report against
-the ground truth. Prints where the outputs are.
+the ground truth. Prints where the outputs are; the last line is the path of the HTML report.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def main(args: argparse.Namespace) -> int:
     """Run simulate, superres (default method and bicubic) and evaluate in process."""
     from cryosr.core.cli.main import main as cryosr_main
 
+    if args.size < 64 or args.size % 2:
+        raise InputError(None, f"--size {args.size}: give an even LR size of at least 64 pixels")
+    if args.frames < 2:
+        raise InputError(None, f"--frames {args.frames}: the demo needs at least 2 frames")
     out: Path = args.out
     sim, report = out / "sim", out / "report"
     dose = 1.25
@@ -61,5 +65,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"  simulated project (LR movie, HR movie, truth): {sim}/")
     for pred in preds:
         print(f"  super-resolved micrographs: {pred}/")
-    print(f"  evaluation report: {report}/report.html (metrics.json, frc.png, panels)")
+    print(f"  tables and plots: {report}/ (metrics.json, metrics.csv, frc.png, power_spectra.png, panels_*.png)")
+    print(f"evaluation report: {report / 'report.html'}")
     return 0

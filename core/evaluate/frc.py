@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["band_mask", "frc_band", "frc_curve", "ssnr_from_frc", "frequency_grid"]
+__all__ = ["band_mask", "fourier_correlation_curve", "frc_band", "frc_curve", "frequency_grid", "ssnr_from_frc"]
 
 
 def frequency_grid(shape: tuple[int, int], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,41 +44,80 @@ def _half_plane_weight(shape: tuple[int, int], device: torch.device) -> torch.Te
     return wgt
 
 
-def frc_curve(a: torch.Tensor, b: torch.Tensor, n_shells: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ring FRC between two images.
+def fourier_correlation_curve(a: torch.Tensor, b: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ring (``ndim=2``) or shell (``ndim=3``) correlation with torch-fourier-shell-correlation's shells.
+
+    Same definition as ``torch_fourier_shell_correlation.fourier_ring_correlation`` /
+    ``fourier_shell_correlation`` (rfft half-space, shells at ``k / min(shape)`` cycles/pixel, each
+    Fourier pixel shared between its two nearest shells by linear interpolation, shell 0 = 1; the
+    tests check it against the library), computed with one scatter-add pass instead of one masked
+    pass per shell: the library takes ~35 s for one 1024² pair and ~40 s for a 256³ pair on a loaded
+    CPU core, this takes ~0.1 s and ~1 s.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        `(..., *shape)` images (``ndim`` trailing dimensions; batch dimensions broadcast).
+    ndim : int
+        2 (FRC) or 3 (FSC).
+
+    Returns
+    -------
+    freq : torch.Tensor
+        `(min(shape) // 2 + 1,)` shell frequencies in cycles/pixel, 0 .. 0.5.
+    corr : torch.Tensor
+        `(..., n_shells)` float64 correlation per shell.
+    """
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    if a.ndim < ndim or b.ndim < ndim or a.shape[-ndim:] != b.shape[-ndim:]:
+        raise ValueError(f"Fourier correlation needs two {ndim}-D arrays of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    shape = a.shape[-ndim:]
+    n = min(shape)
+    dims = tuple(range(-ndim, 0))
+    fa = torch.fft.rfftn(a.to(torch.float64), dim=dims)
+    fb = torch.fft.rfftn(b.to(torch.float64), dim=dims)
+    lead = torch.broadcast_shapes(fa.shape[:-ndim], fb.shape[:-ndim])
+    fa = fa.expand(*lead, *fa.shape[-ndim:]).flatten(-ndim)
+    fb = fb.expand(*lead, *fb.shape[-ndim:]).flatten(-ndim)
+    dev = fa.device
+    axes = [torch.fft.fftfreq(s, dtype=torch.float64, device=dev) for s in shape[:-1]]
+    axes.append(torch.fft.rfftfreq(shape[-1], dtype=torch.float64, device=dev))
+    k2 = sum(ax.reshape([-1 if i == j else 1 for j in range(ndim)]) ** 2 for i, ax in enumerate(axes))
+    coord = torch.sqrt(k2).flatten() * n
+    n_shells = n // 2 + 1
+    i0 = coord.floor().long()
+    frac = coord - i0
+    num = torch.zeros(*lead, n_shells + 2, dtype=torch.float64, device=dev)
+    den_a, den_b = torch.zeros_like(num), torch.zeros_like(num)
+    cross, pa, pb = (fa * fb.conj()).real, fa.abs() ** 2, fb.abs() ** 2
+    for index, weight in ((i0.clamp(max=n_shells + 1), 1 - frac), ((i0 + 1).clamp(max=n_shells + 1), frac)):
+        idx = index.expand(*lead, -1)
+        num.scatter_add_(-1, idx, cross * weight)
+        den_a.scatter_add_(-1, idx, pa * weight)
+        den_b.scatter_add_(-1, idx, pb * weight)
+    num, den = num[..., :n_shells], torch.sqrt(den_a[..., :n_shells] * den_b[..., :n_shells])
+    corr = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
+    corr[..., 0] = 1.0
+    return torch.fft.rfftfreq(n, dtype=torch.float64, device=dev), corr
+
+
+def frc_curve(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fourier ring correlation between two images (torch-fourier-shell-correlation's definition).
 
     Parameters
     ----------
     a, b : torch.Tensor
         `(..., h, w)` images (broadcast against each other).
-    n_shells : int | None
-        Number of rings between 0 and 0.5 cycles/px (default ``min(h, w) // 2``).
 
     Returns
     -------
     freq : torch.Tensor
-        `(n_shells,)` ring centres in cycles/pixel.
+        `(min(h, w) // 2 + 1,)` ring frequencies in cycles/pixel, 0 .. 0.5 (ring 0 = DC, set to 1).
     frc : torch.Tensor
-        `(..., n_shells)` float64 correlation per ring.
+        `(..., n_rings)` float64 correlation per ring.
     """
-    h, w = a.shape[-2:]
-    n_shells = n_shells or min(h, w) // 2
-    fa, fb = _spectra(a, b)
-    ky, kx = frequency_grid((h, w), device=fa.device)
-    r = torch.sqrt(ky**2 + kx**2)
-    idx = torch.clamp((r / 0.5 * n_shells).long(), max=n_shells)  # n_shells = corners, dropped
-    wgt = _half_plane_weight((h, w), fa.device)
-    lead = torch.broadcast_shapes(fa.shape[:-2], fb.shape[:-2])
-    num = torch.zeros(*lead, n_shells + 1, dtype=torch.float64, device=fa.device)
-    den_a = torch.zeros_like(num)
-    den_b = torch.zeros_like(num)
-    flat = idx.flatten().expand(*lead, -1)
-    num.scatter_add_(-1, flat, ((fa * fb.conj()).real * wgt).expand(*lead, h, w // 2 + 1).flatten(-2))
-    den_a.scatter_add_(-1, flat, ((fa.abs() ** 2) * wgt).expand(*lead, h, w // 2 + 1).flatten(-2))
-    den_b.scatter_add_(-1, flat, ((fb.abs() ** 2) * wgt).expand(*lead, h, w // 2 + 1).flatten(-2))
-    frc = num / torch.sqrt(den_a * den_b).clamp_min(1e-300)
-    freq = (torch.arange(n_shells, dtype=torch.float64, device=fa.device) + 0.5) * 0.5 / n_shells
-    return freq, frc[..., :n_shells]
+    return fourier_correlation_curve(a, b, 2)
 
 
 def band_mask(

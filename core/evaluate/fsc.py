@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cryosr.core.evaluate.frc import fourier_correlation_curve
 from cryosr.core.fourier import fourier_resample
 
 __all__ = ["FscResult", "fsc_against", "fsc_curve", "match_map", "resolution_a", "soft_sphere_mask"]
@@ -42,36 +43,7 @@ def fsc_curve(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     fsc : torch.Tensor
         `(..., n_shells)` float64 correlation per shell.
     """
-    if a.ndim < 3 or b.ndim < 3 or a.shape[-3:] != b.shape[-3:]:
-        raise ValueError(f"FSC needs two volumes of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    shape = a.shape[-3:]
-    n = min(shape)
-    dims = (-3, -2, -1)
-    fa = torch.fft.rfftn(a.to(torch.float64), dim=dims)
-    fb = torch.fft.rfftn(b.to(torch.float64), dim=dims)
-    lead = torch.broadcast_shapes(fa.shape[:-3], fb.shape[:-3])
-    fa, fb = fa.expand(*lead, *fa.shape[-3:]).flatten(-3), fb.expand(*lead, *fb.shape[-3:]).flatten(-3)
-    dev = fa.device
-    kz = torch.fft.fftfreq(shape[0], dtype=torch.float64, device=dev)
-    ky = torch.fft.fftfreq(shape[1], dtype=torch.float64, device=dev)
-    kx = torch.fft.rfftfreq(shape[2], dtype=torch.float64, device=dev)
-    coord = torch.sqrt(kz[:, None, None] ** 2 + ky[None, :, None] ** 2 + kx[None, None, :] ** 2).flatten() * n
-    n_shells = n // 2 + 1
-    i0 = coord.floor().long()
-    frac = coord - i0
-    num = torch.zeros(*lead, n_shells + 2, dtype=torch.float64, device=dev)
-    den_a, den_b = torch.zeros_like(num), torch.zeros_like(num)
-    cross, pa, pb = (fa * fb.conj()).real, fa.abs() ** 2, fb.abs() ** 2
-    for index, weight in ((i0.clamp(max=n_shells + 1), 1 - frac), ((i0 + 1).clamp(max=n_shells + 1), frac)):
-        idx = index.expand(*lead, -1)
-        num.scatter_add_(-1, idx, cross * weight)
-        den_a.scatter_add_(-1, idx, pa * weight)
-        den_b.scatter_add_(-1, idx, pb * weight)
-    num, den = num[..., :n_shells], torch.sqrt(den_a[..., :n_shells] * den_b[..., :n_shells])
-    fsc = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
-    fsc[..., 0] = 1.0
-    freq = torch.fft.rfftfreq(n, dtype=torch.float64, device=dev)
-    return freq, fsc
+    return fourier_correlation_curve(a, b, 3)
 
 
 def resolution_a(freq: torch.Tensor, fsc: torch.Tensor, threshold: float, pixel_size_a: float) -> float:

@@ -259,12 +259,16 @@ def _fmt(v) -> str:
 
 
 def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A plain HTML table of dict rows (floats to 4 significant digits)."""
+    """A plain HTML table of dict rows (floats to 4 significant digits).
+
+    Without ``columns`` the columns are the union of the rows' keys in first-seen order (rows may
+    differ: e.g. the truth rows carry only CTF numbers); a missing value is shown as an en dash.
+    """
     if not rows:
         return "<p>(no rows)</p>"
-    cols = list(columns or rows[0].keys())
+    cols = list(columns or dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, float('nan')))}</td>" for c in cols) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
