@@ -12,8 +12,9 @@ reconstruction of all frames, put on the halves' intensity scale, is then refine
 A strip of the image (``validation_fraction``) is kept out of training; the network is evaluated
 there on the held-out pairs every ``eval_every`` steps and the best state is kept. It is used only
 if it beats, on the held-out strip, the best radially symmetric linear filter of the input (fitted
-on the training area; such a filter changes no Fourier ring correlation); otherwise the network is
-set to the identity and the output is the plain Wiener reconstruction.
+on the training area; such a filter changes no Fourier ring correlation) by more than three
+standard errors of the paired per-block difference; otherwise the network is set to the identity
+and the output is the plain Wiener reconstruction.
 
 ``scale`` -- the pairing of the seed paper (Huang et al. 2023), made shift-aware, kept for
 comparison: the LR frames are 2x2-binned once more; the *later* frames (more damaged) are drizzled
@@ -228,6 +229,14 @@ def _radial_n2n_filter(a: torch.Tensor, b: torch.Tensor, n_rings: int = 32) -> t
     return centres, gain
 
 
+def _block_means(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Means over non-overlapping ``block`` x ``block`` blocks of `(h, w)` (partial blocks dropped), flattened."""
+    h, w = (x.shape[0] // block) * block, (x.shape[1] // block) * block
+    if h == 0 or w == 0:
+        return x.flatten()
+    return x[:h, :w].reshape(h // block, block, w // block, block).mean(dim=(1, 3)).flatten()
+
+
 def _apply_radial(image: torch.Tensor, ring_filter: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Filter `(h, w)` by a radial gain profile (linear interpolation between ring centres)."""
     centres, gain = ring_filter
@@ -272,8 +281,9 @@ def train_zssr_halves(
         ``loss_first``/``loss_last`` (training, means over the first/last 10 % of steps),
         ``val_identity`` (held-out Noise2Noise loss of the input after the best radial linear
         filter, fitted on the training area), ``val_start``/``val_best`` (of the start weights and of
-        the best evaluated state), ``best_step`` (-1: no state beat the linear filter, the network is
-        set to the identity), ``shrink`` (best global gain, the new network's start), ``half_mean``,
+        the best evaluated state), ``t_vs_linear`` (paired t statistic of the kept state against the
+        linear filter, over 8x8 blocks of the strip), ``best_step`` (-1: not better than the linear
+        filter by 3 standard errors, the network is set to the identity), ``shrink`` (best global gain, the new network's start), ``half_mean``,
         ``half_std`` (normalisation), ``seconds``.
     """
     if config.pairing != "halves":
@@ -300,12 +310,17 @@ def train_zssr_halves(
     x0 = max(0, big_w - val_w - margin)
 
     @torch.no_grad()
-    def held_out_loss(model: nn.Module) -> float:
+    def held_out_map(model: nn.Module) -> torch.Tensor:
+        """Per-pixel Noise2Noise loss `(H, val_w)` on the strip, both directions averaged."""
+        was_training = model.training
         model.eval()
-        pa = model(xa[..., x0:])[..., -val_w:]
-        pb = model(xb[..., x0:])[..., -val_w:]
-        model.train()
-        return float(F.mse_loss(pa, xb[..., -val_w:]) + F.mse_loss(pb, xa[..., -val_w:])) / 2
+        pa = model(xa[..., x0:])[0, 0, :, -val_w:]
+        pb = model(xb[..., x0:])[0, 0, :, -val_w:]
+        model.train(was_training)
+        return ((pa - xb[0, 0, :, -val_w:]) ** 2 + (pb - xa[0, 0, :, -val_w:]) ** 2) / 2
+
+    def held_out_loss(model: nn.Module) -> float:
+        return float(held_out_map(model).mean())
 
     # baseline every network must beat: the best radially symmetric linear filter of the input
     # (a Wiener filter, which changes no FRC), fitted on the training area, scored on the strip
@@ -314,7 +329,8 @@ def train_zssr_halves(
     shrink = min(max(shrink, 0.0), 1.0)
     ring_filter = _radial_n2n_filter(ta, tb)
     fa, fb = _apply_radial(xa[0, 0], ring_filter), _apply_radial(xb[0, 0], ring_filter)
-    identity = float(F.mse_loss(fa[..., -val_w:], xb[0, 0, :, -val_w:]) + F.mse_loss(fb[..., -val_w:], xa[0, 0, :, -val_w:])) / 2
+    baseline_map = ((fa[:, -val_w:] - xb[0, 0, :, -val_w:]) ** 2 + (fb[:, -val_w:] - xa[0, 0, :, -val_w:]) ** 2) / 2
+    identity = float(baseline_map.mean())
     if fresh:
         with torch.no_grad():
             net.gain.fill_(shrink)  # start from the linear baseline
@@ -348,7 +364,11 @@ def train_zssr_halves(
         best = (held_out_loss(net), {k: v.detach().clone() for k, v in net.state_dict().items()}, config.iterations)
     net.load_state_dict(best[1])
     best_step = best[2]
-    if select and identity <= best[0]:  # no better than a radial linear filter (which changes no FRC): keep the input
+    # paired comparison with the baseline on the strip, in 8x8-pixel blocks (neighbouring pixels are
+    # correlated): the network is kept only if it is better by more than 3 standard errors
+    diff = _block_means(held_out_map(net) - baseline_map, 8)
+    t_stat = float(diff.mean() / (diff.std() / math.sqrt(diff.numel())).clamp(min=1e-30)) if diff.numel() > 1 else 0.0
+    if select and not t_stat < -3.0:  # not clearly better than a radial linear filter (which changes no FRC)
         set_identity(net)
         best_step = -1
     n = max(1, len(losses) // 10)
@@ -359,6 +379,7 @@ def train_zssr_halves(
         "val_identity": identity,
         "val_start": start,
         "val_best": best[0],
+        "t_vs_linear": t_stat,
         "shrink": shrink,
         "best_step": best_step,
         "iterations": config.iterations,
