@@ -224,3 +224,54 @@ def test_cli_bad_input_leaves_no_output(tmp_path: Path, capsys) -> None:
     assert "dose" in capsys.readouterr().err
     assert not (out / "bad.mrc").exists()
     assert main(["superres", str(movie), "--out", str(out), "--dose-per-frame", "1", "--scale", "3"]) == 2
+
+
+def _motion_star(path: Path, movie_name: str, n_frames: int) -> Path:
+    """A RELION per-micrograph motion STAR for ``movie_name`` (binning 1, 1.3 Å, 1 e/Å² per frame)."""
+    import pandas as pd
+
+    from cryosr.core.io import write_star
+
+    blocks = {
+        "general": {
+            "rlnImageSizeX": 64, "rlnImageSizeY": 64, "rlnImageSizeZ": n_frames,
+            "rlnMicrographMovieName": f"Movies/{movie_name}", "rlnMicrographBinning": 1.0,
+            "rlnMicrographOriginalPixelSize": PX_LR, "rlnMicrographDoseRate": DOSE,
+            "rlnMicrographPreExposure": 0.0, "rlnVoltage": 300.0, "rlnMicrographStartFrame": 1,
+        },  # fmt: skip
+        "global_shift": pd.DataFrame({
+            "rlnMicrographFrameNumber": list(range(1, n_frames + 1)),
+            "rlnMicrographShiftX": [0.1 * i for i in range(n_frames)],
+            "rlnMicrographShiftY": [0.0] * n_frames,
+        }),  # fmt: skip
+    }
+    return write_star(path, blocks)
+
+
+def test_cli_rejects_mismatched_shifts_short_movies_and_nan(tmp_path: Path, capsys) -> None:
+    """One-line errors naming the file, and no output file, for each bad input of the superres command."""
+    frames, _, _ = make_movie(seed=5, hr=128, t=8)
+    movie = write_mrc(tmp_path / "m1.mrcs", frames, PX_LR)
+    out = tmp_path / "sr"
+    base = ["superres", str(movie), "--out", str(out), "--device", "cpu"]
+    # shifts for another movie
+    other = _motion_star(tmp_path / "other.star", "other.tiff", 8)
+    assert main([*base, "--shifts", str(other)]) == 2
+    assert "other.star" in capsys.readouterr().err
+    # shifts for this movie but with the wrong number of frames
+    short = _motion_star(tmp_path / "m1.star", "m1.mrcs", 5)
+    assert main([*base, "--shifts", str(short)]) == 2
+    err = capsys.readouterr().err
+    assert "m1.mrcs" in err and "5 shifts given for 8 frames" in err
+    # too few frames for the zssr training pairs
+    few = write_mrc(tmp_path / "few.mrcs", frames[:3], PX_LR)
+    assert main(["superres", str(few), "--out", str(out), "--device", "cpu", "--dose-per-frame", "1",
+                 "--method", "zssr"]) == 2  # fmt: skip
+    assert "few.mrcs" in capsys.readouterr().err
+    # NaN frames
+    bad = frames.clone()
+    bad[2, 5, 5] = float("nan")
+    nan_movie = write_mrc(tmp_path / "nan.mrcs", bad, PX_LR)
+    assert main(["superres", str(nan_movie), "--out", str(out), "--device", "cpu", "--dose-per-frame", "1"]) == 2
+    assert "nan.mrcs" in capsys.readouterr().err
+    assert not out.exists() or not any(out.glob("*.mrc"))
