@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -273,7 +274,8 @@ def test_cli_rejects_mismatched_shifts_short_movies_and_nan(tmp_path: Path, caps
     bad = frames.clone().numpy()
     bad[2, 5, 5] = float("nan")
     nan_movie = tmp_path / "nan.mrcs"
-    with mrcfile.new(nan_movie) as mrc:  # write_mrc refuses NaN; a broken camera file may hold them
+    with warnings.catch_warnings(), mrcfile.new(nan_movie) as mrc:  # write_mrc refuses NaN; broken files hold them
+        warnings.simplefilter("ignore", RuntimeWarning)
         mrc.set_data(bad)
         mrc.voxel_size = PX_LR
     assert main(["superres", str(nan_movie), "--out", str(out), "--device", "cpu", "--dose-per-frame", "1"]) == 2
