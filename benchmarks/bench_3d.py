@@ -30,7 +30,9 @@ opposite sign costs 0.2-0.5 in FSC at 3 Å on noise-free data); the contrast and
 
 Outputs: a Markdown table on stdout, OUT/bench_3d.json (all numbers, curves, timings, load average)
 and OUT/bench_3d_fsc.png. Work is reused: the simulation when its settings match, ``cryosr
-superres`` outputs that exist, and RELION jobs whose inputs are unchanged (an interrupted run resumes).
+superres`` outputs that exist (``--recompute zssr`` redoes a method after a code change), and RELION
+jobs whose input files are unchanged (an interrupted run resumes). OUT/bench_3d.json records the git
+commit and the uncommitted files under core/ the run was made with.
 Needs the RELION 3.1 binaries on PATH (Debian package ``relion``).
 """
 
@@ -151,6 +153,8 @@ def make_inputs(sim: Path, names: list[str], args: argparse.Namespace, work: Pat
         out = work / "superres" / method
         argv = ["-q", "superres", *map(str, movies), "--out", str(out), "--method", method, "--shifts", *map(str, motion),
                 "--device", args.device, "--seed", str(args.seed)]  # fmt: skip
+        if method in args.recompute:
+            argv.append("--overwrite")
         if method == "zssr" and args.zssr_iterations is not None:
             argv += ["--iterations", str(args.zssr_iterations)]
         t0 = time.perf_counter()
@@ -328,6 +332,16 @@ def save_plot(results: dict, path: Path, lr_nyquist: float, title: str) -> None:
     plt.close(fig)
 
 
+def git_state() -> dict | None:
+    """Commit of the checkout and whether core/ has uncommitted changes (None outside a git checkout)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "core"], cwd=REPO, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": head.stdout.strip(), "core_dirty": sorted(line[3:] for line in dirty.stdout.splitlines())}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = DEFAULTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -344,6 +358,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pad", type=int, default=d["pad"], help="relion_reconstruct --pad (2: ~10x slower)")
     parser.add_argument("--sym", default="auto", help="auto (O if the truth map is octahedral, else C1), O, C1, ...")
     parser.add_argument("--methods", nargs="+", default=list(SR_METHODS), choices=SR_METHODS + ("bilinear",))
+    parser.add_argument("--recompute", nargs="+", default=[], metavar="METHOD",
+                        help="recompute these methods' superres outputs (after a code change; default: reuse)")  # fmt: skip
     parser.add_argument("--zssr-iterations", type=int, default=None, help="zssr steps per movie (default: the method's)")
     parser.add_argument("--no-controls", dest="controls", action="store_false", help="skip the noise-free truth rows")
     parser.add_argument("--band-limit-a", type=float, default=2.0, help="FSC band from LR Nyquist to this (Å)")
@@ -365,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.model != "default" and not Path(args.model).exists():
         raise SystemExit(f"{args.model}: no such model (pass --model default for the embedded subunit)")
     torch.manual_seed(args.seed)
+    git = git_state()  # the code the inputs are made with (the SR methods change under development)
     out = args.out.resolve()
     t_start = time.perf_counter()
     load_start = os.getloadavg()
@@ -414,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "symmetry": sym, "movies": names, "particle_radius_a": radius_a, "lr_nyquist_a": lr_nyquist,
         "timings_s": timings, "load_average": {"start": load_start, "end": load_end}, "cpus": os.cpu_count(),
-        "results": results, "python": sys.version.split()[0], "torch": torch.__version__,
+        "results": results, "git": git, "python": sys.version.split()[0], "torch": torch.__version__,
     }  # fmt: skip
     (out / "bench_3d.json").write_text(json.dumps(report, indent=1, default=str))
     print(f"\nJSON: {out / 'bench_3d.json'}\nplot: {out / 'bench_3d_fsc.png'}")

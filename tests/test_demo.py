@@ -31,25 +31,6 @@ def test_demo_runs_and_reports(tmp_path, capsys):
         assert (out / "report" / name).stat().st_size > 0, name
 
 
-def test_demo_rerun_reuses_the_simulation(tmp_path, capsys, monkeypatch):
-    """A second demo into the same folder does not simulate again (and still ends with the report)."""
-    out = tmp_path / "demo"
-    calls = []
-    import cryosr.core.cli.main as cli_main
-
-    real = cli_main.main
-
-    def spy(argv=None):
-        calls.append(list(argv)[0] if argv else None)
-        return real(argv)
-
-    assert main(["demo", "--out", str(out), "--size", "96", "--frames", "4", "--device", "cpu"]) == 0
-    monkeypatch.setattr(cli_main, "main", spy)
-    assert real(["demo", "--out", str(out), "--size", "96", "--frames", "4", "--device", "cpu"]) == 0
-    assert "simulate" not in calls and calls[-1] == "evaluate"
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("evaluation report:")
-
-
 @pytest.mark.parametrize("bad", [["--size", "8"], ["--frames", "0"]])
 def test_demo_rejects_bad_sizes(tmp_path, capsys, bad):
     assert main(["demo", "--out", str(tmp_path / "d"), *bad]) == 2
