@@ -230,20 +230,21 @@ def wiener_unalias(
     ne_in = ne[torch.arange(h, device=dev)[:, None], torch.arange(w, device=dev)[None, :], 2 * a_in[:, None] + b_in[None, :]]
     lr_fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)
     lr_fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)
-    halves = torch.zeros(2, h, w, dtype=torch.complex128, device=dev)  # aligned even / odd sums (prior)
-    q_halves = torch.zeros(2, h, w, dtype=torch.float64, device=dev)
+    halves = torch.zeros(2, h, w, dtype=cplx, device=dev)  # aligned even / odd sums (prior)
+    q_halves = torch.zeros(2, h, w, dtype=real, device=dev)
     q2 = torch.zeros(h, w, 4, dtype=real, device=dev)  # sum_i q_i^2 per alias (output convention)
-    gram = torch.zeros(h, w, 4, 4, dtype=cplx, device=dev)
+    upper = torch.triu_indices(4, 4, device=dev)  # the normal matrix is Hermitian: 10 of 16 entries
+    gram = torch.zeros(h, w, upper.shape[1], dtype=cplx, device=dev)
     rhs = torch.zeros(h, w, 4, dtype=cplx, device=dev)
-    variance = frames.to(torch.float64).sum(dim=(-2, -1)).clamp(min=1.0)  # Poisson: sum of counts
+    variance = frames.sum(dim=(-2, -1), dtype=torch.float64).clamp(min=1.0)  # Poisson: sum of counts
     for i in range(t):
         spec = torch.fft.fft2(frames[i].to(real))
         sy, sx = float(shifts[i, 0]), float(shifts[i, 1])
         align = torch.polar(torch.ones_like(lr_fy), 2 * math.pi * lr_fy * sy)[:, None] * torch.polar(
             torch.ones_like(lr_fx), 2 * math.pi * lr_fx * sx
         )[None, :]
-        halves[i % 2] += spec.to(torch.complex128) * align
-        q_halves[i % 2] += dose_filter_on_grid(ne_in, dose[i : i + 1], voltage_kv=voltage_kv)[0].double()
+        halves[i % 2] += spec * align.to(cplx)
+        q_halves[i % 2] += dose_filter_on_grid(ne_in, dose[i : i + 1], voltage_kv=voltage_kv)[0].to(real)
         # frame i at LR bin k: sum_j q_i(K_j) B(K_j) exp(-2 pi i f_j . 2 s_i) X(K_j)
         ey = (box_y * torch.polar(torch.ones_like(fy), -2 * math.pi * fy * (2 * sy))).to(cplx)  # (h, 2)
         ex = (box_x * torch.polar(torch.ones_like(fx), -2 * math.pi * fx * (2 * sx))).to(cplx)  # (w, 2)
@@ -254,28 +255,38 @@ def wiener_unalias(
             q2[r0:r1] += q * q
             c = q * (ey[r0:r1, None, :, None] * ex[None, :, None, :]).reshape(r1 - r0, w, 4)
             cw = c.conj() * weight
-            gram[r0:r1] += cw[..., :, None] * c[..., None, :]
-            rhs[r0:r1] += cw * spec[r0:r1, :, None].to(cplx)
+            gram[r0:r1] += cw[..., upper[0]] * c[..., upper[1]]
+            rhs[r0:r1] += cw * spec[r0:r1, :, None]
+        del spec
     box2 = (torch.cos(math.pi * lr_fy / 2) ** 2)[:, None] * (torch.cos(math.pi * lr_fx / 2) ** 2)[None, :]
-    cross = (halves[0] * halves[1].conj()).real / (q_halves[0] * q_halves[1] * box2).clamp(min=1e-12)
+    cross = (halves[0].to(torch.complex128) * halves[1].conj()).real / (
+        q_halves[0].double() * q_halves[1] * box2
+    ).clamp(min=1e-12)
     del halves, q_halves
     centres, power, fit = estimate_signal_prior(cross)
-    solution = torch.empty(h, w, 4, dtype=cplx, device=dev)
+    del cross
+    # posterior mean per LR bin, written straight into the fine-grid spectrum: X(K_j) at fine bin
+    # (a h + r, b w + c) for alias j = 2a + b, scaled by sqrt(t sum_i q_i^2) (the convention of
+    # ``dose_weighted_sum``)
+    full = torch.empty(2 * h, 2 * w, dtype=cplx, device=dev)
     for r0, r1 in chunks:
         prior = _prior_at(_alias_magnitude(fy[r0:r1], fx), centres, power, fit) * prior_scale
         inv_prior = (1.0 / prior).to(real)
         if r0 == 0:
             inv_prior[0, 0, 0] = 0.0  # the mean is not regularised
-        solution[r0:r1] = _solve(gram[r0:r1], rhs[r0:r1], inv_prior)
-    del gram, rhs
-    full = solution.reshape(h, w, 2, 2).permute(2, 0, 3, 1).reshape(2 * h, 2 * w)
-    weight_out = torch.sqrt(t * q2).reshape(h, w, 2, 2).permute(2, 0, 3, 1).reshape(2 * h, 2 * w)
-    # the dose-weighted convention of ``dose_weighted_sum``: each frequency scaled by sqrt(t sum_i q_i^2)
-    image = torch.fft.ifft2(full * weight_out.to(full.dtype)).real
+        normal = torch.empty(r1 - r0, w, 4, 4, dtype=cplx, device=dev)
+        normal[..., upper[1], upper[0]] = gram[r0:r1].conj()
+        normal[..., upper[0], upper[1]] = gram[r0:r1]
+        solution = _solve(normal, rhs[r0:r1], inv_prior) * torch.sqrt(t * q2[r0:r1])
+        for a in range(2):
+            for b in range(2):
+                full[a * h + r0 : a * h + r1, b * w : (b + 1) * w] = solution[..., 2 * a + b]
+    del gram, rhs, q2
+    image = torch.fft.ifft2(full).real.to(frames.dtype)
     info = {
         "noise_variance_per_frame_mean": float(variance.mean()),
         "prior_log_intercept": fit["log_intercept"],
         "prior_slope_per_cycle": fit["slope_per_cycle"],
         "prior_scale": prior_scale,
     }
-    return image.to(frames.dtype), info
+    return image, info
