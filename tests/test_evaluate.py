@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from html.parser import HTMLParser
@@ -212,6 +213,9 @@ def test_evaluate_writes_table_plots_and_valid_html(tiny_project, tmp_path):
     text = " ".join(parser.text)
     assert all(m in text for m in ("bicubic", "fourier", "perfect", "truth"))
     assert text.count("frc_below_lr_nyquist") == 2  # summary and per-micrograph tables both carry the FRC
+    embedded = {i["src"].split(",", 1)[1] for i in parser.imgs}
+    for name in ("frc.png", "power_spectra.png", f"panels_{stem}.png"):  # the page shows the written files
+        assert base64.b64encode((out / name).read_bytes()).decode("ascii") in embedded, name
 
 
 def test_evaluate_real_data_mode_and_bad_input(tiny_project, tmp_path, capsys):

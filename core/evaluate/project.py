@@ -361,8 +361,7 @@ def evaluate_project(
     if curves and freq_axis is not None and hr_px:
         mean_curves = {n: (freq_axis, torch.stack(c).mean(0)) for n, c in curves.items()}
         fig = frc_figure(mean_curves, pixel_size_a=hr_px, lr_nyquist=lr_nyq if config.scale > 1 else None)
-        save_figure(fig, out_dir / "frc.png")
-        report_figs.append(("FRC against truth (mean over micrographs)", fig))
+        report_figs.append(("FRC against truth (mean over micrographs)", save_figure(fig, out_dir / "frc.png")))
         result["frc"] = {
             "freq_per_a": (freq_axis / hr_px).tolist(),
             **{n: c.tolist() for n, (_, c) in mean_curves.items()},
@@ -370,10 +369,10 @@ def evaluate_project(
     if spectra:
         px_spec = hr_px or 1.0
         fig = spectrum_figure(spectra, pixel_size_a=px_spec, lr_nyquist=lr_nyq if config.scale > 1 else None)
-        save_figure(fig, out_dir / "power_spectra.png")
-        report_figs.append(("Power spectra (first micrograph)", fig))
-    for fname, fig in panel_figs + figures_ctf:
-        save_figure(fig, out_dir / fname)
+        report_figs.append(("Power spectra (first micrograph)", save_figure(fig, out_dir / "power_spectra.png")))
+    # each figure is rendered once: the PNG file and the page embed the same bytes
+    panel_figs = [(fname, save_figure(fig, out_dir / fname)) for fname, fig in panel_figs]
+    figures_ctf = [(fname, save_figure(fig, out_dir / fname)) for fname, fig in figures_ctf]
     with atomic_path(out_dir / "metrics.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(result, indent=2, default=float))
     with atomic_path(out_dir / "metrics.csv", overwrite=True) as tmp:

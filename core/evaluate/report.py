@@ -29,6 +29,7 @@ __all__ = [
     "panels_figure",
     "radial_power",
     "save_figure",
+    "save_png",
     "spectrum_figure",
 ]
 
@@ -40,12 +41,18 @@ def figure_png_bytes(fig: Figure, dpi: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def save_figure(fig: Figure, path: str | Path, *, dpi: int = 90, overwrite: bool = True) -> Path:
-    """Write a figure as PNG atomically (temp file + rename)."""
-    data = figure_png_bytes(fig, dpi=dpi)
+def save_png(data: bytes, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write PNG bytes atomically (temp file + rename)."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 90, overwrite: bool = True) -> bytes:
+    """Write a figure as PNG atomically; returns the PNG bytes (to embed them without rendering again)."""
+    data = figure_png_bytes(fig, dpi=dpi)
+    save_png(data, path, overwrite=overwrite)
+    return data
 
 
 def _resolution_axis(ax, pixel_size_a: float | None = None) -> None:
@@ -276,7 +283,7 @@ def html_report(
     path: str | Path,
     *,
     title: str,
-    sections: Sequence[tuple[str, str, Sequence[Figure]]],
+    sections: Sequence[tuple[str, str, Sequence[Figure | bytes]]],
     overwrite: bool = True,
 ) -> Path:
     """Write a single self-contained HTML page (figures embedded as PNG data URIs).
@@ -289,7 +296,8 @@ def html_report(
         Page title.
     sections : sequence
         ``(heading, html_fragment, figures)`` per section; the fragment is trusted HTML built by
-        the caller (e.g. ``html_table``), headings are escaped.
+        the caller (e.g. ``html_table``), headings are escaped; a figure is a ``Figure`` or its
+        PNG bytes (``save_figure`` returns them).
     overwrite : bool
         Replace an existing page.
     """
@@ -308,7 +316,8 @@ def html_report(
         if fragment:
             parts.append(fragment)
         for fig in figures:
-            data = base64.b64encode(figure_png_bytes(fig)).decode("ascii")
+            png = fig if isinstance(fig, bytes) else figure_png_bytes(fig)
+            data = base64.b64encode(png).decode("ascii")
             parts.append(f'<img alt="{html.escape(heading)}" src="data:image/png;base64,{data}">')
     parts.append("</body></html>")
     text = "\n".join(parts)
