@@ -5,8 +5,10 @@ training data) every method is compared with the clean truth at the LR pixel (th
 HR clean sum, 2x2 box-binned, mean-normalised like every output): PSNR (``cryosr.core.evaluate.
 metrics.psnr``) and FRC pooled over three bands (0-25 %, 25-50 %, 50-100 % of Nyquist), as
 mean ± standard deviation over movies, plus the per-movie PSNR difference "movie window minus
-one-frame window on the dose-weighted sum" (does the temporal input earn its place?). Seconds per
-megapixel of LR input on this machine, shift estimation included.
+one-frame window on the dose-weighted sum" (does the temporal input earn its place?). The
+spectral Wiener filter row is the network's linear anchor alone (``wiener_anchor``), so the table
+shows what the trained residual adds. Seconds per megapixel of LR input on this machine, shift
+estimation included; the header line records the date and the load average.
 
 Shifts are estimated from the movie (``estimate_shifts``) and their mean is set to the mean of
 the true shifts, i.e. the aligned sums are registered to the truth's frame (estimate_shifts
@@ -25,14 +27,20 @@ Topaz users do with small pixels), fits the CTF of each (``cryosr.core.evaluate.
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_enhance.py --data HELDOUT_SIMDIR... \\
-        [--real MICROGRAPH.mrc] [--png-dir docs/images] [--zssr] [--json rows.json]
+        [--model default OTHER.pt] [--real MICROGRAPH.mrc] [--png-dir benchmarks/images] [--zssr] \\
+        [--json rows.json]
+
+The held-out projects of the README table: ``simulate_commands.held_out_for_bench_enhance`` in
+``core/data/enhance_default.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -43,6 +51,7 @@ import torch
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.enhance.dataset import read_true_shifts
 from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
+from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.evaluate.frc import frc_band
 from cryosr.core.evaluate.metrics import psnr
 from cryosr.core.fourier import bin_sum
@@ -132,6 +141,9 @@ def bench_project(project: Path, models: dict, topaz_net, *, zssr: bool, true_sh
         best = max((_scores(gaussian_lowpass(dw, s), truth)["psnr_db"], s) for s in (0.5, 0.75, 1, 1.5, 2, 3, 4))
         add("dose-weighted sum + Gaussian (sigma tuned on the truth)", gaussian_lowpass(dw, best[1]), t_dw)
         rows[-1]["sigma_px"] = best[1]
+        t0 = time.perf_counter()  # the linear part of cryosr enhance (its anchor), no training, no truth
+        add("spectral Wiener filter of the dose-weighted sum (the net's anchor)", wiener_anchor(dw / dw.mean()),
+            time.perf_counter() - t0 + t_dw)
         for label, model in models.items():
             t0 = time.perf_counter()
             out = enhance_movie(frames, model, EnhanceConfig(), shifts_yx_px=shifts, pixel_size_a=px,
@@ -298,9 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_project(project, models, topaz_net, zssr=args.zssr, true_shifts=args.true_shifts)
     n_movies = len({r["movie"] for r in rows})
     sigmas = [r["sigma_px"] for r in rows if "sigma_px" in r]
-    print(f"{n_movies} held-out movies ({'true' if args.true_shifts else 'estimated'} shifts), mean ± sd over "
-          f"movies; FRC vs truth in bands of Nyquist; tuned Gaussian sigmas {sigmas} px")
+    sizes = sorted({f"{r['size'][0]}x{r['size'][1]}x{r['size'][2]} at {r['pixel_size_a']:.2f} Å/px" for r in rows})
+    print(f"{datetime.date.today()}, load average {os.getloadavg()[0]:.1f}, {args.threads} torch threads; "
+          f"{n_movies} held-out movies ({', '.join(sizes)}; {'true' if args.true_shifts else 'estimated'} shifts), "
+          f"mean ± sd over movies; FRC vs truth in bands of Nyquist; tuned Gaussian sigmas {sigmas} px")
     print("\n".join(summarise(rows)))
+    for project in args.data:
+        print(f"  {project.name}: " + "; ".join(
+            f"{m}: {statistics.mean(r['psnr_db'] for r in rows if r['method'] == m and r['movie'].startswith(project.name + '/')):.2f} dB"
+            for m in dict.fromkeys(r["method"] for r in rows)))
     out = {"rows": rows}
     if args.png_dir is not None:
         first_model = next(iter(models.values()))

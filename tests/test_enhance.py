@@ -20,6 +20,7 @@ from cryosr.core.enhance.infer import (
 )
 from cryosr.core.enhance.losses import focal_frequency_loss
 from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
+from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.enhance.training import TrainConfig, train_enhancer
 from cryosr.core.errors import InputError
 from cryosr.core.evaluate.metrics import psnr
@@ -125,11 +126,11 @@ def test_dose_weighted_model_without_pixel_size_warns(caplog):
     torch.testing.assert_close(out.image, dose_weighted_sum(frames, float(frames.mean()), 1.0), atol=1e-3, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("scale", "levels"), [(1, 0), (2, 0), (2, 2)])
-def test_tiled_equals_untiled(scale, levels):
+@pytest.mark.parametrize(("scale", "levels", "anchor"), [(1, 0, "mean"), (2, 0, "mean"), (2, 2, "wiener")])
+def test_tiled_equals_untiled(scale, levels, anchor):
     blocks = 1 if levels == 0 else 0  # keep the receptive field (and the margins) small
     config = EnhanceNetConfig(frames=2, channels=4, encoder_blocks=blocks, reconstructor_blocks=blocks,
-                              levels=levels, scales=(1, 2))
+                              levels=levels, anchor=anchor, scales=(1, 2))
     model = DSTNet(config)
     _randomise(model)
     # odd sizes (edge padding to whole coarse cells), tiles not multiples of the cell, > 2 tiles per axis
@@ -164,12 +165,44 @@ def test_receptive_radius_bounds_the_measured_influence(levels):
 
 
 def test_architecture_without_levels_key_still_loads():
-    """Checkpoints written before the multi-scale body existed have no ``levels``: single-scale."""
+    """Checkpoints written before the multi-scale body and the anchor existed: single-scale, mean anchor."""
     d = EnhanceNetConfig(frames=3, channels=8).to_dict()
-    del d["levels"]
-    assert EnhanceNetConfig.from_dict(d).levels == 0
+    del d["levels"], d["anchor"]
+    config = EnhanceNetConfig.from_dict(d)
+    assert config.levels == 0 and config.anchor == "mean"
     with pytest.raises(InputError, match="levels"):
         EnhanceNetConfig(levels=7)
+    with pytest.raises(InputError, match="anchor"):
+        EnhanceNetConfig(anchor="median")
+
+
+def test_wiener_anchor_keeps_clean_images_and_suppresses_noise():
+    n = 96
+    gen = torch.Generator().manual_seed(7)
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    clean = 1 + 0.05 * torch.cos(2 * math.pi * (5 * xx + 3 * yy) / n) + 0.03 * torch.sin(2 * math.pi * 9 * yy / n)
+    # no power in the outer corner: no noise measured, the image is kept
+    torch.testing.assert_close(wiener_anchor(clean), clean, atol=1e-6, rtol=1e-6)
+    noise = 0.2 * torch.randn(2, n, n, generator=gen)
+    noisy = clean + noise
+    out = wiener_anchor(noisy)  # a batch: each image filtered on its own
+    assert out.shape == noisy.shape
+    torch.testing.assert_close(out.mean((-2, -1)), noisy.mean((-2, -1)))  # the mean is kept
+    gain_db = 10 * math.log10(float(((noisy - clean) ** 2).mean()) / float(((out - clean) ** 2).mean()))
+    assert gain_db > 15  # two sinusoids in white noise: nearly all noise rings are zeroed
+    # pure noise: nothing is left but the mean
+    assert float(wiener_anchor(1 + noise[0]).std()) < 0.1 * float(noise[0].std())
+
+
+def test_wiener_anchored_untrained_network_is_the_anchor():
+    model = DSTNet(EnhanceNetConfig(frames=3, channels=8, anchor="wiener", scales=(1, 2)))
+    window = 1 + 0.3 * torch.randn(1, 3, 40, 36, generator=torch.Generator().manual_seed(8))
+    anchor = wiener_anchor(window.mean(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(window), anchor)
+        torch.testing.assert_close(model(window, scale=2), upsample_bicubic(anchor, 2))
+        with pytest.raises(InputError, match="does not fit"):
+            model(window, anchor=anchor[:, :20])
 
 
 def test_sample_batch_patches_match_targets():
@@ -179,7 +212,7 @@ def test_sample_batch_patches_match_targets():
     lr = bin_sum(clean_hr, 2) / 4
     frames = torch.stack([lr * 10] * 4)
     mv = make_training_movie(frames, clean_hr, n_groups=2, pixel_size_a=1.0, keep_hr=True)
-    win, tg = sample_batch([mv], batch=3, patch=16, generator=gen, scales=(1, 2), p_single=0.0)
+    win, tg, anchor = sample_batch([mv], batch=3, patch=16, generator=gen, scales=(1, 2), p_single=0.0)
     assert win.shape == (3, 2, 16, 16) and tg[2].shape == (3, 32, 32)
     torch.testing.assert_close(win[:, 0], tg[1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(bin_sum(tg[2], 2) / 4, tg[1], atol=1e-5, rtol=1e-5)

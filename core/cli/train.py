@@ -17,7 +17,7 @@ from pathlib import Path
 from cryosr.core import __version__
 from cryosr.core.device import resolve_device
 from cryosr.core.enhance.dataset import load_sim_projects
-from cryosr.core.enhance.model import EnhanceNetConfig
+from cryosr.core.enhance.model import ANCHORS, EnhanceNetConfig
 from cryosr.core.enhance.training import TrainConfig, train_enhancer
 from cryosr.core.errors import InputError
 from cryosr.core.io.checkpoint import save_checkpoint
@@ -37,6 +37,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, nargs="+", default=[1], choices=(1, 2), help="heads to train: 1, 2 or both")
     parser.add_argument("--channels", type=int, default=24, help="feature channels")
     parser.add_argument("--levels", type=int, default=0, help="2x-downsampling levels of the multi-scale body (0-4)")
+    parser.add_argument("--anchor", default="mean", choices=ANCHORS,
+                        help="residual over the frame mean or its spectral Wiener estimate")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ffl-weight", type=float, default=0.1, help="weight of the focal frequency loss")
     parser.add_argument("--p-single", type=float, default=0.2, help="fraction of one-frame (micrograph) batches")
@@ -55,7 +57,7 @@ def command_line(args: argparse.Namespace) -> str:
     for name in ("epochs", "steps_per_epoch", "batch", "patch", "frames", "channels", "levels", "lr", "ffl_weight",
                  "p_single", "seed"):
         parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    parts += ["--scale", *map(str, args.scale), "--device", args.device]
+    parts += ["--anchor", args.anchor, "--scale", *map(str, args.scale), "--device", args.device]
     if args.dose_weighted:
         parts.append("--dose-weighted")
     return shlex.join(parts)
@@ -64,7 +66,7 @@ def command_line(args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> int:
     """Read the projects, train, write the checkpoint."""
     net_config = EnhanceNetConfig(
-        frames=args.frames, channels=args.channels, levels=args.levels, scales=tuple(args.scale),
+        frames=args.frames, channels=args.channels, levels=args.levels, anchor=args.anchor, scales=tuple(args.scale),
         dose_weighted=args.dose_weighted,
     )
     train_config = TrainConfig(

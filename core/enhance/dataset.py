@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from cryosr.core.enhance.infer import group_frames
+from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import bin_sum
 from cryosr.core.io import read_micrograph, read_movie, read_star
@@ -49,6 +50,9 @@ class TrainingMovie:
         `(2h, 2w)` clean truth at the HR pixel, mean 1 (None when not needed).
     pixel_size_a : float
         LR pixel size in Å.
+    anchor : torch.Tensor | None
+        `(h, w)` Wiener anchor of the window mean (``wiener_anchor``), computed on the whole movie
+        like inference does; the same for the one-frame window (the mean of the groups).
     name : str
         Where it came from (for logs).
     """
@@ -57,6 +61,7 @@ class TrainingMovie:
     target1: torch.Tensor
     target2: torch.Tensor | None
     pixel_size_a: float
+    anchor: torch.Tensor | None = None
     name: str = ""
 
 
@@ -112,11 +117,13 @@ def make_training_movie(
     mean = float(target1.mean())
     if not mean > 0:
         raise InputError(name or None, "clean truth has a non-positive mean")
+    window = window.float()
     return TrainingMovie(
-        window=window.float(),
+        window=window,
         target1=target1 / mean,
         target2=clean_hr / mean if keep_hr else None,
         pixel_size_a=float(pixel_size_a),
+        anchor=wiener_anchor(window.mean(0)),
         name=name,
     )
 
@@ -134,7 +141,7 @@ def sample_batch(
     generator: torch.Generator,
     scales: tuple[int, ...] = (1,),
     p_single: float = 0.2,
-) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor]:
     """Random patches from random movies.
 
     Parameters
@@ -158,9 +165,11 @@ def sample_batch(
         `(batch, n, patch, patch)` with ``n`` the window length or 1.
     targets : dict[int, torch.Tensor]
         Scale -> `(batch, patch * scale, patch * scale)`.
+    anchor : torch.Tensor
+        `(batch, patch, patch)` Wiener anchors (of the whole movies, cut like the windows).
     """
     single = bool(torch.rand((), generator=generator) < p_single)
-    wins, tg = [], {s: [] for s in scales}
+    wins, anchors, tg = [], [], {s: [] for s in scales}
     for _ in range(batch):
         mv = movies[int(torch.randint(len(movies), (), generator=generator))]
         n, h, w = mv.window.shape
@@ -174,12 +183,14 @@ def sample_batch(
         if single:
             win = win.mean(0, keepdim=True)
         wins.append(_augment(win, k, flip))
+        anchor = mv.anchor if mv.anchor is not None else wiener_anchor(mv.window.mean(0))
+        anchors.append(_augment(anchor[y0 : y0 + patch, x0 : x0 + patch], k, flip))
         for s in scales:
             target = mv.target1 if s == 1 else mv.target2
             if target is None:
                 raise InputError(mv.name or None, f"no {s}x target kept for this movie")
             tg[s].append(_augment(target[y0 * s : (y0 + patch) * s, x0 * s : (x0 + patch) * s], k, flip))
-    return torch.stack(wins), {s: torch.stack(v) for s, v in tg.items()}
+    return torch.stack(wins), {s: torch.stack(v) for s, v in tg.items()}, torch.stack(anchors)
 
 
 #: Columns of the simulator's ``truth/<movie>_shifts.star`` holding the LR-pixel shifts (y, x).
@@ -273,8 +284,8 @@ def load_sim_projects(
                     shifts_yx_px=shifts, keep_hr=keep_hr, name=str(path), **dose_kw,
                 )
             )
-        keys = ("pixel_size_a", "dose_per_frame", "frames", "defocus_min_a", "defocus_max_a", "ice_thickness_a",
-                "voltage_kv", "motion", "seed", "model")
+        keys = ("size", "pixel_size_a", "dose_per_frame", "frames", "particles", "defocus_min_a", "defocus_max_a",
+                "ice_thickness_a", "energy_filter", "voltage_kv", "mtf_name", "motion", "seed", "model")
         summary = {k: flat[k] for k in keys if k in flat}
         if "model" in params and "model" not in summary:
             summary["model"] = params["model"]

@@ -21,6 +21,7 @@ import torch
 from cryosr.core.device import inference_autocast, to_channels_last
 from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.enhance.model import DSTNet
+from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.engine import estimate_shifts
@@ -223,6 +224,9 @@ def run_network(model: DSTNet, window: torch.Tensor, config: EnhanceConfig = Enh
     tile = -(-tile // grid) * grid
     m = model.config.receptive_radius_px if config.margin is None else config.margin
     m = -(-m // grid) * grid
+    anchor = None
+    if model.config.anchor == "wiener":  # whole-image operation: before tiling
+        anchor = wiener_anchor(window.mean(0).to(torch.float32))
     out = window.new_zeros(h * s, w * s)
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
@@ -230,8 +234,10 @@ def run_network(model: DSTNet, window: torch.Tensor, config: EnhanceConfig = Enh
             ya, xa = max(y0 - m, 0), max(x0 - m, 0)
             yb, xb = min(y1 + m, h), min(x1 + m, w)
             piece = window[:, ya:yb, xa:xb].to(device, torch.float32)
+            piece_anchor = None if anchor is None else anchor[None, ya:yb, xa:xb].to(device)
             with inference_autocast(device):  # fp16 + channels_last on CUDA only (cryosr.core.device)
-                res = to_channels_last(model)(to_channels_last(piece[None]), scale=s)[0].to(window.device, window.dtype)
+                res = to_channels_last(model)(to_channels_last(piece[None]), scale=s, anchor=piece_anchor)
+            res = res[0].to(window.device, window.dtype)
             out[y0 * s : y1 * s, x0 * s : x1 * s] = res[(y0 - ya) * s : (y1 - ya) * s, (x0 - xa) * s : (x1 - xa) * s]
     return out
 

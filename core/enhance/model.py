@@ -11,8 +11,10 @@ the three parts the abstract names:
    levels, for context of the size of a particle, then residual blocks with one head per output
    scale: 1x (denoised) and, when configured, 2x with a sub-pixel (PixelShuffle) head.
 
-The network learns a residual on top of the mean of the input frames (bicubic-upsampled for 2x).
-Inputs are normalised frames (mean about 1, see ``cryosr.core.enhance.infer.normalise_window``).
+The network learns a residual on top of an *anchor* (bicubic-upsampled for 2x): the mean of the
+input frames, or (``anchor="wiener"``) the spectral Wiener estimate of that mean
+(``cryosr.core.enhance.prefilter.wiener_anchor``), which then also enters the features.
+Inputs are normalised frames (mean about 1, see ``cryosr.core.enhance.infer.group_frames``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.errors import InputError
 
-__all__ = ["DSTNet", "EnhanceNetConfig"]
+__all__ = ["ANCHORS", "DSTNet", "EnhanceNetConfig"]
+
+#: What the network's output is a residual over.
+ANCHORS = ("mean", "wiener")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class EnhanceNetConfig:
         Residual blocks of the reconstructor.
     scales : tuple[int, ...]
         Output heads present: 1 (denoise) and/or 2 (denoise + 2x super-resolution).
+    anchor : str
+        What the output is a residual over: ``mean`` (the frame mean) or ``wiener`` (its spectral
+        Wiener estimate, a whole-image operation computed before tiling).
     levels : int
         2x-downsampling levels of the multi-scale body between fusion and reconstructor (0: none,
         the original single-scale network). Level ``l`` has ``channels * min(2**l, 4)`` channels.
@@ -62,6 +71,7 @@ class EnhanceNetConfig:
     reconstructor_blocks: int = 3
     scales: tuple[int, ...] = (1,)
     levels: int = 0
+    anchor: str = "mean"
     dose_weighted: bool = False
 
     def __post_init__(self) -> None:
@@ -71,6 +81,8 @@ class EnhanceNetConfig:
             raise InputError(None, f"channels must be >= 4, got {self.channels}")
         if min(self.encoder_blocks, self.fusion_layers, self.reconstructor_blocks) < 0:
             raise InputError(None, "block counts must be >= 0")
+        if self.anchor not in ANCHORS:
+            raise InputError(None, f"anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
         if not 0 <= self.levels <= 4:
             raise InputError(None, f"--levels must be 0-4, got {self.levels}")
         scales = tuple(sorted({int(s) for s in self.scales}))
@@ -150,7 +162,7 @@ class _MultiScale(nn.Module):
 
 
 class DSTNet(nn.Module):
-    """Spatial encoder -> temporal fusion -> reconstructor, residual over the frame mean.
+    """Spatial encoder -> temporal fusion -> reconstructor, residual over the anchor.
 
     Parameters
     ----------
@@ -169,6 +181,7 @@ class DSTNet(nn.Module):
         )
         self.attention = nn.Conv2d(2 * c, 1, 3, padding=1)
         self.merge = nn.Conv2d(2 * c, c, 1)
+        self.anchor_in = nn.Conv2d(1, c, 3, padding=1) if config.anchor == "wiener" else None
         self.multiscale = _MultiScale(c, config.levels) if config.levels > 0 else None
         self.reconstructor = nn.Sequential(*[_ResBlock(c) for _ in range(config.reconstructor_blocks)])
         self.out1 = nn.Conv2d(c, 1, 3, padding=1) if 1 in config.scales else None
@@ -178,18 +191,20 @@ class DSTNet(nn.Module):
             else None
         )
         for head in (self.out1, self.out2):
-            if head is not None:  # start as the identity residual (output = frame mean)
+            if head is not None:  # start as the identity residual (output = anchor)
                 last = head if isinstance(head, nn.Conv2d) else head[-1]
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
 
-    def features(self, window: torch.Tensor) -> torch.Tensor:
+    def features(self, window: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Fused features of a frame window.
 
         Parameters
         ----------
         window : torch.Tensor
             `(b, t, h, w)` normalised frames.
+        anchor : torch.Tensor | None
+            `(b, h, w)` Wiener anchor (models with ``anchor="wiener"`` only).
 
         Returns
         -------
@@ -202,6 +217,8 @@ class DSTNet(nn.Module):
         x = (window - 1.0).reshape(b * t, 1, h, w)
         if pad_y or pad_x:  # bottom/right edge padding to whole coarse cells; cropped off below
             x = F.pad(x, (0, pad_x, 0, pad_y), mode="replicate")
+            if anchor is not None:
+                anchor = F.pad(anchor[:, None], (0, pad_x, 0, pad_y), mode="replicate")[:, 0]
             h, w = h + pad_y, w + pad_x
         f = self.encoder(F.leaky_relu(self.head(x), 0.1))
         c = f.shape[1]
@@ -215,13 +232,16 @@ class DSTNet(nn.Module):
         pair = torch.cat([f, mean], dim=2).reshape(b * t, 2 * c, h, w)
         logits = self.attention(pair).reshape(b, t, 1, h, w)
         fused = (torch.softmax(logits, dim=1) * f).sum(1)
-        fused = F.leaky_relu(self.merge(torch.cat([fused, f.mean(1)], dim=1)), 0.1)
+        fused = self.merge(torch.cat([fused, f.mean(1)], dim=1))
+        if self.anchor_in is not None:
+            fused = fused + self.anchor_in(anchor[:, None] - 1.0)
+        fused = F.leaky_relu(fused, 0.1)
         if self.multiscale is not None:
             fused = self.multiscale(fused)
         out = self.reconstructor(fused)
         return out[..., : h - pad_y, : w - pad_x]
 
-    def forward(self, window: torch.Tensor, scale: int = 1) -> torch.Tensor:
+    def forward(self, window: torch.Tensor, scale: int = 1, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Enhance a frame window.
 
         Parameters
@@ -230,6 +250,9 @@ class DSTNet(nn.Module):
             `(b, t, h, w)` normalised aligned frames (any ``t >= 1``).
         scale : int
             1 for the denoised image, 2 for the 2x super-resolved one (needs that head).
+        anchor : torch.Tensor | None
+            `(b, h, w)` Wiener anchor for ``anchor="wiener"`` models, computed on the whole image
+            before tiling; None: computed here from the window mean.
 
         Returns
         -------
@@ -238,8 +261,16 @@ class DSTNet(nn.Module):
         """
         if window.ndim != 4:
             raise InputError(None, f"expected a (batch, frames, y, x) window, got {tuple(window.shape)}")
-        base = window.mean(1, keepdim=True)
-        feats = self.features(window)
+        if self.anchor_in is None:
+            anchor = None
+            base = window.mean(1, keepdim=True)
+        else:
+            if anchor is None:
+                anchor = wiener_anchor(window.mean(1))
+            if tuple(anchor.shape) != (window.shape[0], *window.shape[2:]):
+                raise InputError(None, f"anchor {tuple(anchor.shape)} does not fit the window {tuple(window.shape)}")
+            base = anchor[:, None]
+        feats = self.features(window, anchor)
         if scale == 1 and self.out1 is not None:
             return (base + self.out1(feats))[:, 0]
         if scale == 2 and self.out2 is not None:

@@ -92,8 +92,10 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _batch_loss(model: DSTNet, window: torch.Tensor, targets: dict[int, torch.Tensor], ffl_weight: float) -> torch.Tensor:
-    return sum(enhance_loss(model(window, scale=s), tg, ffl_weight=ffl_weight) for s, tg in targets.items())
+def _batch_loss(
+    model: DSTNet, window: torch.Tensor, targets: dict[int, torch.Tensor], anchor: torch.Tensor, ffl_weight: float
+) -> torch.Tensor:
+    return sum(enhance_loss(model(window, scale=s, anchor=anchor), tg, ffl_weight=ffl_weight) for s, tg in targets.items())
 
 
 def train_enhancer(
@@ -136,14 +138,14 @@ def train_enhancer(
     gen = torch.Generator().manual_seed(config.seed)
     fixed_gen = torch.Generator().manual_seed(config.seed + 10_007)
     kw = {"batch": config.batch, "patch": config.patch, "scales": net_config.scales}
-    fixed_win, fixed_tg = sample_batch(movies, generator=fixed_gen, p_single=0.0, **kw)
-    fixed_win = fixed_win.to(device)
+    fixed_win, fixed_tg, fixed_anchor = sample_batch(movies, generator=fixed_gen, p_single=0.0, **kw)
+    fixed_win, fixed_anchor = fixed_win.to(device), fixed_anchor.to(device)
     fixed_tg = {s: v.to(device) for s, v in fixed_tg.items()}
 
     def fixed_loss() -> float:
         model.eval()
         with torch.no_grad():
-            value = float(_batch_loss(model, fixed_win, fixed_tg, config.ffl_weight))
+            value = float(_batch_loss(model, fixed_win, fixed_tg, fixed_anchor, config.ffl_weight))
         model.train()
         return value
 
@@ -157,8 +159,9 @@ def train_enhancer(
     for epoch in range(config.epochs):
         acc = 0.0
         for _ in range(config.steps_per_epoch):
-            win, tg = sample_batch(movies, generator=gen, p_single=config.p_single, **kw)
-            loss = _batch_loss(model, win.to(device), {s: v.to(device) for s, v in tg.items()}, config.ffl_weight)
+            win, tg, anchor = sample_batch(movies, generator=gen, p_single=config.p_single, **kw)
+            tg = {s: v.to(device) for s, v in tg.items()}
+            loss = _batch_loss(model, win.to(device), tg, anchor.to(device), config.ffl_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
