@@ -67,8 +67,8 @@ def true_shifts(path: Path) -> torch.Tensor:
 
 def scores(image: torch.Tensor, truth: torch.Tensor) -> dict:
     return {
-        "frc_in": float(frc_band(image, truth, 0.5, 1.0, nyquist=0.25)),
-        "frc_out": float(frc_band(image, truth, 1.0, 1.5, nyquist=0.25, outside_square=True)),
+        "frc_in": float(frc_band(image, truth, 0.5, 1.0, nyquist=0.25, per_ring=True)),
+        "frc_out": float(frc_band(image, truth, 1.0, 1.5, nyquist=0.25, outside_square=True, per_ring=True)),
         "psnr": psnr(affine_fit(image, truth), truth),
     }
 

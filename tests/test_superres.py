@@ -138,7 +138,7 @@ def test_zssr_halves_learns_structure_and_beats_wiener() -> None:
     res = run_superres(frames, config=SuperresConfig(method="zssr", iterations=100), **kw)
     info = res.info
     assert info["train_loss_last"] < 0.9 * info["train_loss_first"]
-    assert info["train_best_step"] > 0 and info["train_val_best"] < 0.9 * info["train_val_identity"]
+    assert info["train_best_step"] > 0 and info["train_val_best"] < 0.95 * info["train_val_identity"]
     assert _mse_after_affine_fit(res.image, truth) < 0.95 * _mse_after_affine_fit(wiener, truth)
     # dataset mode: the trained weights start another movie (0 steps): used as given when they beat the baseline
     other, other_shifts, _ = disk_movie(1)

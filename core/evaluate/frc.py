@@ -164,8 +164,14 @@ def frc_band(
     *,
     nyquist: float = 0.5,
     outside_square: bool = False,
+    per_ring: bool = False,
 ) -> torch.Tensor:
     """Correlation of two images pooled over a frequency band (see ``band_mask``).
+
+    The pooled value weights every ring by its power, so a filter that scales rings differently
+    (e.g. a Wiener shrinkage of the noisy rings) changes it; ``per_ring`` instead averages the
+    FRC of the one-pixel rings in the band (each ring restricted to the band's mask), which no
+    per-ring scaling of either image changes.
 
     Parameters
     ----------
@@ -177,19 +183,37 @@ def frc_band(
         Reference frequency in cycles/pixel.
     outside_square : bool
         Restrict to frequencies outside the reference Fourier square.
+    per_ring : bool
+        Mean of the one-pixel ring FRCs in the band instead of the pooled correlation.
 
     Returns
     -------
     frc : torch.Tensor
-        `(...)` float64 pooled correlation ``Re sum(A B*) / sqrt(sum|A|^2 sum|B|^2)`` over the band.
+        `(...)` float64 pooled correlation ``Re sum(A B*) / sqrt(sum|A|^2 sum|B|^2)`` over the band
+        (or the mean ring FRC).
     """
     h, w = a.shape[-2:]
     fa, fb = _spectra(a, b)
     mask = band_mask((h, w), lo, hi, nyquist=nyquist, outside_square=outside_square, device=fa.device)
     wgt = _half_plane_weight((h, w), fa.device) * mask
-    num = ((fa * fb.conj()).real * wgt).sum(dim=(-2, -1))
-    den = torch.sqrt((fa.abs() ** 2 * wgt).sum(dim=(-2, -1)) * (fb.abs() ** 2 * wgt).sum(dim=(-2, -1)))
-    return num / den.clamp_min(1e-300)
+    cross = (fa * fb.conj()).real * wgt
+    pa, pb = fa.abs() ** 2 * wgt, fb.abs() ** 2 * wgt
+    if not per_ring:
+        num = cross.sum(dim=(-2, -1))
+        den = torch.sqrt(pa.sum(dim=(-2, -1)) * pb.sum(dim=(-2, -1)))
+        return num / den.clamp_min(1e-300)
+    ky, kx = frequency_grid((h, w), device=fa.device)
+    ring = (torch.sqrt(ky**2 + kx**2) * min(h, w)).round().long().flatten()
+    n = int(ring.max()) + 1
+    lead = cross.shape[:-2]
+
+    def per(values: torch.Tensor) -> torch.Tensor:
+        flat = values.reshape(*lead, -1)
+        return torch.zeros(*lead, n, dtype=flat.dtype, device=flat.device).index_add_(-1, ring, flat)
+
+    used = per(mask.to(torch.float64).expand_as(cross)) > 0
+    frc = per(cross) / torch.sqrt(per(pa) * per(pb)).clamp_min(1e-300)
+    return (frc * used).sum(-1) / used.sum(-1).clamp_min(1)
 
 
 def ssnr_from_frc(frc: torch.Tensor | float) -> torch.Tensor:

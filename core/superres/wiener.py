@@ -153,11 +153,19 @@ def _prior_at(f: torch.Tensor, centres: torch.Tensor, power: torch.Tensor, fit: 
     return torch.where(f <= f_max, inside, outside)
 
 
-def _solve(gram: torch.Tensor, rhs: torch.Tensor, inv_prior: torch.Tensor) -> torch.Tensor:
-    """Posterior mean `(h, w, 4)` of the 4 aliases per LR bin."""
+def _solve(gram: torch.Tensor, rhs: torch.Tensor, inv_prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean `(h, w, 4)` of the 4 aliases per LR bin and the fraction of signal it keeps.
+
+    With ``A = G + P^-1`` the posterior mean is ``A^-1 r``, with expectation ``A^-1 G X``: alias j
+    keeps the fraction ``g_j = 1 - (A^-1)_jj / P_j`` of its signal (returned, `(h, w, 4)` real).
+    """
+    inv_prior = inv_prior.to(gram.real.dtype)
     g = gram + torch.diag_embed(inv_prior.to(gram.dtype))
     scale = g.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp(min=1e-30)[..., None, None]
-    return torch.linalg.solve(g / scale, (rhs / scale[..., 0])[..., None])[..., 0]
+    inverse = torch.linalg.inv(g / scale)
+    solution = (inverse @ (rhs / scale[..., 0])[..., None])[..., 0]
+    gain = 1 - inverse.diagonal(dim1=-2, dim2=-1).real * inv_prior / scale[..., 0]
+    return solution, gain
 
 
 def wiener_unalias(
@@ -171,6 +179,8 @@ def wiener_unalias(
     prior_scale: float = 1.0,
     frame_index: torch.Tensor | None = None,
     chunk_bytes: int = 64 << 20,
+    unit_gain: bool = True,
+    min_gain: float = 0.02,
 ) -> tuple[torch.Tensor, dict]:
     """Reconstruct the 2x image from LR frames with known shifts.
 
@@ -195,6 +205,17 @@ def wiener_unalias(
         such as the even or odd half; sets each frame's accumulated exposure (None: ``0 .. t-1``).
     chunk_bytes : int
         Size of the temporaries per chunk of LR frequency rows (memory, not results).
+    unit_gain : bool
+        Divide every ring of the fine-grid spectrum by the mean fraction of signal the posterior
+        mean keeps in it, so the radial signal transfer is 1 (the prior separates the aliases but
+        does not filter the image; one factor per ring changes no Fourier ring correlation).
+        Reconstruction software models each micrograph as CTF x projection + noise: the plain
+        posterior mean shrinks the rings near this micrograph's CTF zeros more than the others,
+        which that model does not know (it cost 3-D resolution, README section evaluate). False:
+        the plain posterior mean (minimum mean-square error per image).
+    min_gain : float
+        Bins keeping less than this fraction of their signal carry no information and are left out
+        of the ring means; no ring is amplified by more than ``1 / min_gain``.
 
     Returns
     -------
@@ -269,6 +290,10 @@ def wiener_unalias(
     # (a h + r, b w + c) for alias j = 2a + b, scaled by sqrt(t sum_i q_i^2) (the convention of
     # ``dose_weighted_sum``)
     full = torch.empty(2 * h, 2 * w, dtype=cplx, device=dev)
+    ring_scale = 2 * min(h, w)  # rings one fine-grid Fourier pixel wide (|f| in cycles per fine pixel)
+    n_rings = int(math.sqrt(0.5) * ring_scale) + 2
+    ring_gain = torch.zeros(n_rings, dtype=torch.float64, device=dev)
+    ring_count = torch.zeros(n_rings, dtype=torch.float64, device=dev)
     for r0, r1 in chunks:
         prior = _prior_at(_alias_magnitude(fy[r0:r1], fx), centres, power, fit) * prior_scale
         inv_prior = (1.0 / prior).to(real)
@@ -277,16 +302,29 @@ def wiener_unalias(
         normal = torch.empty(r1 - r0, w, 4, 4, dtype=cplx, device=dev)
         normal[..., upper[1], upper[0]] = gram[r0:r1].conj()
         normal[..., upper[0], upper[1]] = gram[r0:r1]
-        solution = _solve(normal, rhs[r0:r1], inv_prior) * torch.sqrt(t * q2[r0:r1])
+        solution, gain = _solve(normal, rhs[r0:r1], inv_prior)
+        solution *= torch.sqrt(t * q2[r0:r1])
+        ring = (_alias_magnitude(fy[r0:r1], fx) * ring_scale).long().flatten()
+        informed = (gain.flatten() >= min_gain).double()  # bins the data determine (not e.g. the box's zeros)
+        ring_gain.index_add_(0, ring, gain.flatten().double() * informed)
+        ring_count.index_add_(0, ring, informed)
         for a in range(2):
             for b in range(2):
                 full[a * h + r0 : a * h + r1, b * w : (b + 1) * w] = solution[..., 2 * a + b]
     del gram, rhs, q2
+    mean_gain = torch.where(ring_count > 0, ring_gain / ring_count.clamp(min=1), torch.ones_like(ring_gain)).clamp(max=1.0)
+    if unit_gain:  # one factor per fine-grid ring: the radial transfer becomes 1, no ring FRC changes
+        correction = 1 / mean_gain.clamp(min=min_gain)
+        f_fine = torch.sqrt(torch.fft.fftfreq(2 * h, device=dev, dtype=torch.float64)[:, None] ** 2
+                            + torch.fft.fftfreq(2 * w, device=dev, dtype=torch.float64)[None, :] ** 2)  # fmt: skip
+        full *= correction[(f_fine * ring_scale).long()].to(real)
     image = torch.fft.ifft2(full).real.to(frames.dtype)
     info = {
         "noise_variance_per_frame_mean": float(variance.mean()),
         "prior_log_intercept": fit["log_intercept"],
         "prior_slope_per_cycle": fit["slope_per_cycle"],
         "prior_scale": prior_scale,
+        "unit_gain": unit_gain,
+        "ring_gain_min": float(mean_gain[: int(0.5 * ring_scale)].min()),  # up to the fine Nyquist
     }
     return image, info
