@@ -253,11 +253,11 @@ def wiener_unalias(
     lr_fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)
     halves = torch.zeros(2, h, w, dtype=cplx, device=dev)  # aligned even / odd sums (prior)
     q_halves = torch.zeros(2, h, w, dtype=real, device=dev)
-    q2 = torch.zeros(h, w, 4, dtype=real, device=dev)  # sum_i q_i^2 per alias (output convention)
     upper = torch.triu_indices(4, 4, device=dev)  # the normal matrix is Hermitian: 10 of 16 entries
     gram = torch.zeros(h, w, upper.shape[1], dtype=cplx, device=dev)
     rhs = torch.zeros(h, w, 4, dtype=cplx, device=dev)
-    variance = frames.sum(dim=(-2, -1), dtype=torch.float64).clamp(min=1.0)  # Poisson: sum of counts
+    # Poisson: sum of counts; frame by frame (a dtype= sum would copy the whole movie to float64: 5 GB at 4k x 40)
+    variance = torch.stack([f.sum(dtype=torch.float64) for f in frames]).clamp(min=1.0)
     for i in range(t):
         spec = torch.fft.fft2(frames[i].to(real))
         sy, sx = float(shifts[i, 0]), float(shifts[i, 1])
@@ -273,23 +273,22 @@ def wiener_unalias(
         for r0, r1 in chunks:
             q = dose_filter_on_grid(ne[r0:r1].reshape(r1 - r0, 4 * w), dose[i : i + 1], voltage_kv=voltage_kv)[0]
             q = q.reshape(r1 - r0, w, 4).to(real)
-            q2[r0:r1] += q * q
             c = q * (ey[r0:r1, None, :, None] * ex[None, :, None, :]).reshape(r1 - r0, w, 4)
             cw = c.conj() * weight
             gram[r0:r1] += cw[..., upper[0]] * c[..., upper[1]]
             rhs[r0:r1] += cw * spec[r0:r1, :, None]
         del spec
-    box2 = (torch.cos(math.pi * lr_fy / 2) ** 2)[:, None] * (torch.cos(math.pi * lr_fx / 2) ** 2)[None, :]
-    cross = (halves[0].to(torch.complex128) * halves[1].conj()).real / (
-        q_halves[0].double() * q_halves[1] * box2
-    ).clamp(min=1e-12)
+    box2_x = torch.cos(math.pi * lr_fx / 2) ** 2
+    cross = torch.empty(h, w, dtype=real, device=dev)
+    for r0, r1 in chunks:
+        box2 = (torch.cos(math.pi * lr_fy[r0:r1] / 2) ** 2)[:, None] * box2_x[None, :]
+        num = (halves[0, r0:r1].to(torch.complex128) * halves[1, r0:r1].conj()).real
+        cross[r0:r1] = num / (q_halves[0, r0:r1].double() * q_halves[1, r0:r1] * box2).clamp(min=1e-12)
     del halves, q_halves
     centres, power, fit = estimate_signal_prior(cross)
     del cross
-    # posterior mean per LR bin, written straight into the fine-grid spectrum: X(K_j) at fine bin
-    # (a h + r, b w + c) for alias j = 2a + b, scaled by sqrt(t sum_i q_i^2) (the convention of
-    # ``dose_weighted_sum``)
-    full = torch.empty(2 * h, 2 * w, dtype=cplx, device=dev)
+    # posterior mean per LR bin, scaled by sqrt(t sum_i q_i^2) (the convention of ``dose_weighted_sum``);
+    # X(K_j) goes to fine bin (a h + r, b w + c) for alias j = 2a + b
     ring_scale = 2 * min(h, w)  # rings one fine-grid Fourier pixel wide (|f| in cycles per fine pixel)
     n_rings = int(math.sqrt(0.5) * ring_scale) + 2
     ring_gain = torch.zeros(n_rings, dtype=torch.float64, device=dev)
@@ -303,22 +302,34 @@ def wiener_unalias(
         normal[..., upper[1], upper[0]] = gram[r0:r1].conj()
         normal[..., upper[0], upper[1]] = gram[r0:r1]
         solution, gain = _solve(normal, rhs[r0:r1], inv_prior)
-        solution *= torch.sqrt(t * q2[r0:r1])
+        del normal
+        ne_rows = ne[r0:r1].reshape(r1 - r0, 4 * w)
+        q2 = torch.zeros_like(ne_rows, dtype=real)
+        for i in range(t):
+            q2 += dose_filter_on_grid(ne_rows, dose[i : i + 1], voltage_kv=voltage_kv)[0].to(real) ** 2
+        rhs[r0:r1] = solution * torch.sqrt(t * q2).reshape(r1 - r0, w, 4)  # the solution replaces rhs
         ring = (_alias_magnitude(fy[r0:r1], fx) * ring_scale).long().flatten()
         informed = (gain.flatten() >= min_gain).double()  # bins the data determine (not e.g. the box's zeros)
         ring_gain.index_add_(0, ring, gain.flatten().double() * informed)
         ring_count.index_add_(0, ring, informed)
-        for a in range(2):
-            for b in range(2):
-                full[a * h + r0 : a * h + r1, b * w : (b + 1) * w] = solution[..., 2 * a + b]
-    del gram, rhs, q2
+    del gram, ne
+    full = torch.empty(2 * h, 2 * w, dtype=cplx, device=dev)
+    for a in range(2):
+        for b in range(2):
+            full[a * h : (a + 1) * h, b * w : (b + 1) * w] = rhs[..., 2 * a + b]
+    del rhs
     mean_gain = torch.where(ring_count > 0, ring_gain / ring_count.clamp(min=1), torch.ones_like(ring_gain)).clamp(max=1.0)
     if unit_gain:  # one factor per fine-grid ring: the radial transfer becomes 1, no ring FRC changes
-        correction = 1 / mean_gain.clamp(min=min_gain)
-        f_fine = torch.sqrt(torch.fft.fftfreq(2 * h, device=dev, dtype=torch.float64)[:, None] ** 2
-                            + torch.fft.fftfreq(2 * w, device=dev, dtype=torch.float64)[None, :] ** 2)  # fmt: skip
-        full *= correction[(f_fine * ring_scale).long()].to(real)
-    image = torch.fft.ifft2(full).real.to(frames.dtype)
+        correction = (1 / mean_gain.clamp(min=min_gain)).to(real)
+        fx_fine = torch.fft.fftfreq(2 * w, device=dev, dtype=torch.float64)
+        fy_fine = torch.fft.fftfreq(2 * h, device=dev, dtype=torch.float64)
+        for r0 in range(0, 2 * h, rows):
+            r1 = min(2 * h, r0 + rows)
+            f = torch.sqrt(fy_fine[r0:r1, None] ** 2 + fx_fine[None, :] ** 2)
+            full[r0:r1] *= correction[(f * ring_scale).long()]
+    torch.fft.ifft2(full, out=full)
+    image = full.real.to(frames.dtype, copy=True)
+    del full
     info = {
         "noise_variance_per_frame_mean": float(variance.mean()),
         "prior_log_intercept": fit["log_intercept"],
