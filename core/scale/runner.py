@@ -582,8 +582,12 @@ class MovieRunner:
         from distributed import as_completed
 
         client = self._client
-        # Broadcast once: every worker gets one copy instead of one per task.
-        weights_arg = None if weights is None else client.scatter([weights], broadcast=True, hash=False)[0]
+        # Broadcast once: every worker gets one copy instead of one per task (workers that join
+        # later fetch it from a peer). Batch jobs may still be queued: scatter needs a worker.
+        weights_arg = None
+        if weights is not None:
+            client.wait_for_workers(1)
+            weights_arg = client.scatter([weights], broadcast=True, hash=False)[0]
         # A movie whose output is absent now is computed in full even if a retry finds the output:
         # that happens when an attempt finished but its worker died before the record reached us.
         # Recomputing (and atomically replacing the identical file) keeps every record complete.
