@@ -427,3 +427,16 @@ def test_cuda_inference_uses_fp16_and_channels_last_within_tolerance():
             got = net(xc)
     assert got.dtype == torch.float16
     assert torch.allclose(got.float().cpu(), want, atol=1e-2 * float(want.abs().max()))
+
+
+def test_existing_scheduler_runs_the_movies(movie_dir, in_process_run, tmp_path):
+    """``--scheduler ADDRESS``: a cluster started elsewhere (here: in-process threads) runs the tasks."""
+    distributed = pytest.importorskip("distributed")
+    ref_tasks, ref_records = in_process_run
+    tasks = make_tasks(movie_dir, tmp_path, 2)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc:
+        records = run_movie_tasks(tasks, CONFIG, device_spec="cpu", scheduler=lc.scheduler_address, progress=False)
+    for task, record, ref in zip(tasks, records, ref_records, strict=False):
+        assert "error" not in record and record["output"] == str(task.out_path)
+        assert np.allclose(record["shifts_yx_px"], ref["shifts_yx_px"], atol=1e-4)
+        assert torch.allclose(read_micrograph(task.out_path).data, read_micrograph(Path(ref["output"])).data, atol=1e-3)
