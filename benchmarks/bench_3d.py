@@ -143,17 +143,28 @@ def hr_acquired_sum(sim: Path, name: str, dose: float, pixel_size_a: float, out:
     return out
 
 
+def _method_token(token: str) -> str:
+    """``METHOD`` or ``METHOD:GAIN`` (wiener/zssr with ``--wiener-gain GAIN``)."""
+    method, _, gain = token.partition(":")
+    if method not in (*SR_METHODS, "bilinear") or (gain and (method not in ("wiener", "zssr") or gain not in ("ring", "bin", "none"))):
+        raise argparse.ArgumentTypeError(f"{token!r}: use one of {', '.join(SR_METHODS)}, bilinear, or wiener:GAIN / zssr:GAIN")
+    return token
+
+
 def make_inputs(sim: Path, names: list[str], args: argparse.Namespace, work: Path) -> dict[str, dict]:
     """Micrographs per input kind: ``{kind: {"paths", "pixel_size_a", "acquired_pixel_a", "seconds"}}``."""
     px = args.pixel_size
     motion = [relion_motion_star(sim / "truth" / f"{n}_shifts.star", work / "motion" / f"{n}.star") for n in names]
     movies = [sim / "Movies" / f"{n}.mrcs" for n in names]
     inputs: dict[str, dict] = {}
-    for method in args.methods:
-        out = work / "superres" / method
+    for token in args.methods:
+        method, _, gain = token.partition(":")  # e.g. wiener:bin = --method wiener --wiener-gain bin
+        out = work / "superres" / token.replace(":", "_")
         argv = ["-q", "superres", *map(str, movies), "--out", str(out), "--method", method, "--shifts", *map(str, motion),
                 "--device", args.device, "--seed", str(args.seed)]  # fmt: skip
-        if method in args.recompute:
+        if gain:
+            argv += ["--wiener-gain", gain]
+        if token in args.recompute:
             argv.append("--overwrite")
         if method == "zssr" and args.zssr_iterations is not None:
             argv += ["--iterations", str(args.zssr_iterations)]
@@ -164,10 +175,10 @@ def make_inputs(sim: Path, names: list[str], args: argparse.Namespace, work: Pat
         log = out / "superres.json"  # per-movie stage times of the run that made the outputs (resume: earlier run)
         if log.exists():
             seconds = sum(sum(m.get("seconds", {}).values()) for m in json.loads(log.read_text()).get("movies", []))
-        inputs[f"{method} 2x"] = {"paths": [out / f"{n}.mrc" for n in names], "pixel_size_a": px / 2,
+        inputs[f"{method} {gain} 2x" if gain else f"{method} 2x"] = {"paths": [out / f"{n}.mrc" for n in names], "pixel_size_a": px / 2,
                                   "acquired_pixel_a": px, "seconds": seconds}  # fmt: skip
     # the aligned, dose-weighted LR sum written by every superres run (same for all methods)
-    lr_dir = work / "superres" / args.methods[0]
+    lr_dir = work / "superres" / args.methods[0].replace(":", "_")
     lr = {"paths": [lr_dir / f"{n}_lr_sum.mrc" for n in names], "pixel_size_a": px, "acquired_pixel_a": px}
     t0 = time.perf_counter()
     hr_paths = [hr_acquired_sum(sim, n, args.dose, px, work / "hr_sum" / f"{n}.mrc") for n in names]
@@ -357,7 +368,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--box", type=int, default=d["box"], help="extraction box at the 2x pixel (LR: half)")
     parser.add_argument("--pad", type=int, default=d["pad"], help="relion_reconstruct --pad (2: ~10x slower)")
     parser.add_argument("--sym", default="auto", help="auto (O if the truth map is octahedral, else C1), O, C1, ...")
-    parser.add_argument("--methods", nargs="+", default=list(SR_METHODS), choices=SR_METHODS + ("bilinear",))
+    parser.add_argument("--methods", nargs="+", default=list(SR_METHODS), type=_method_token,
+                        help="superres methods; wiener:GAIN or zssr:GAIN adds --wiener-gain GAIN (ring, bin, none)")
     parser.add_argument("--recompute", nargs="+", default=[], metavar="METHOD",
                         help="recompute these methods' superres outputs (after a code change; default: reuse)")  # fmt: skip
     parser.add_argument("--zssr-iterations", type=int, default=None, help="zssr steps per movie (default: the method's)")

@@ -89,6 +89,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--train-iterations", type=int, help="dataset mode: steps of the shared training (default: per-movie default)"
     )
     parser.add_argument(
+        "--wiener-gain", default="ring", choices=("ring", "bin", "none"),
+        help="wiener/zssr: undo the prior's shrinkage per ring (default: radial transfer 1), per Fourier bin, "
+        "or not at all (plain posterior mean)",
+    )
+    parser.add_argument(
         "--zssr-pairing", default="halves", choices=("halves", "scale"),
         help="zssr training pairs: halves (Noise2Noise between the Wiener reconstructions of even/odd frames; "
         "default) or scale (the seed paper's: later frames 2x-binned -> early frames)",
@@ -106,7 +111,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The canonical ``cryosr superres ...`` command that reproduces this run."""
     parts = ["cryosr", "superres", *map(str, args.movies), "--out", str(args.out)]
     for name in ("pixel_size", "dose_per_frame", "pre_exposure", "voltage", "gain", "method", "scale", "mode",
-                 "train_movies", "train_iterations", "zssr_pairing", "init", "iterations", "device", "tile", "seed"):
+                 "train_movies", "train_iterations", "zssr_pairing", "wiener_gain", "init", "iterations", "device", "tile", "seed"):
         value = getattr(args, name)
         if value is not None:
             parts += [f"--{name.replace('_', '-')}", str(value)]
@@ -161,7 +166,7 @@ def build_run(args: argparse.Namespace) -> SuperresRun:
     config = SuperresConfig(
         method=args.method, scale=args.scale, voltage_kv=voltage if voltage is not None else 300.0,
         pre_exposure=pre_exposure or 0.0, tile=args.tile, iterations=iterations, init=args.init, seed=args.seed,
-        zssr_pairing=args.zssr_pairing,
+        zssr_pairing=args.zssr_pairing, wiener_gain=args.wiener_gain,
     )
     return SuperresRun(
         tasks=tuple(tasks), config=config, out_dir=args.out, device=args.device, mode=args.mode,

@@ -24,7 +24,7 @@ from cryosr.core.fourier import fourier_pad, upsample_bicubic, upsample_bilinear
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.align import estimate_shifts
 from cryosr.core.superres.drizzle import drizzle
-from cryosr.core.superres.wiener import wiener_unalias
+from cryosr.core.superres.wiener import GAIN_CORRECTIONS, wiener_unalias
 from cryosr.core.superres.zssr import (
     PAIRINGS,
     ZssrConfig,
@@ -80,6 +80,10 @@ class SuperresConfig:
     zssr_select : bool
         zssr ``halves``: keep the network only where it beats a linear filter on held-out data
         (per-movie output); False while training shared weights over several movies (dataset mode).
+    wiener_gain : str
+        How Wiener (and zssr, which refines it) undoes the prior's shrinkage: ``ring`` (radial
+        signal transfer 1), ``bin`` (transfer 1 in every informative Fourier bin) or ``none``
+        (plain posterior mean); see ``wiener_unalias``.
     """
 
     method: str = DEFAULT_METHOD
@@ -93,6 +97,7 @@ class SuperresConfig:
     seed: int = 0
     zssr_pairing: str = "halves"
     zssr_select: bool = True
+    wiener_gain: str = "ring"
 
     def __post_init__(self) -> None:
         if self.scale != 2:
@@ -105,6 +110,8 @@ class SuperresConfig:
             raise InputError(None, f"--iterations {self.iterations} must be >= 0")
         if not (math.isfinite(self.voltage_kv) and self.voltage_kv > 0):
             raise InputError(None, f"voltage {self.voltage_kv} kV is not valid")
+        if self.wiener_gain not in GAIN_CORRECTIONS:
+            raise InputError(None, f"unknown wiener gain {self.wiener_gain!r}; choose from {', '.join(GAIN_CORRECTIONS)}")
         if self.zssr_pairing not in PAIRINGS:
             raise InputError(None, f"unknown zssr pairing {self.zssr_pairing!r}; choose from {', '.join(PAIRINGS)}")
 
@@ -356,7 +363,8 @@ def _multiframe(
     if method == "drizzle":
         return drizzle(frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, **acq)
     image, wiener_info = wiener_unalias(
-        frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, frame_index=frame_index, **acq
+        frames, shifts_yx_px, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, frame_index=frame_index,
+        gain_correction=config.wiener_gain, **acq,
     )
     info.setdefault("wiener", wiener_info)
     return image

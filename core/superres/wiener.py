@@ -33,7 +33,9 @@ from torch_fourier_filter.dose_weight import critical_exposure
 
 from cryosr.core.dose import cumulative_dose, dose_filter_on_grid
 
-__all__ = ["estimate_signal_prior", "wiener_unalias"]
+__all__ = ["GAIN_CORRECTIONS", "estimate_signal_prior", "wiener_unalias"]
+
+GAIN_CORRECTIONS = ("ring", "bin", "none")
 
 
 def _alias_axis(n: int, device: torch.device) -> torch.Tensor:
@@ -179,7 +181,7 @@ def wiener_unalias(
     prior_scale: float = 1.0,
     frame_index: torch.Tensor | None = None,
     chunk_bytes: int = 64 << 20,
-    unit_gain: bool = True,
+    gain_correction: str = "ring",
     min_gain: float = 0.02,
 ) -> tuple[torch.Tensor, dict]:
     """Reconstruct the 2x image from LR frames with known shifts.
@@ -205,17 +207,20 @@ def wiener_unalias(
         such as the even or odd half; sets each frame's accumulated exposure (None: ``0 .. t-1``).
     chunk_bytes : int
         Size of the temporaries per chunk of LR frequency rows (memory, not results).
-    unit_gain : bool
-        Divide every ring of the fine-grid spectrum by the mean fraction of signal the posterior
-        mean keeps in it, so the radial signal transfer is 1 (the prior separates the aliases but
-        does not filter the image; one factor per ring changes no Fourier ring correlation).
-        Reconstruction software models each micrograph as CTF x projection + noise: the plain
-        posterior mean shrinks the rings near this micrograph's CTF zeros more than the others,
-        which that model does not know (it cost 3-D resolution, README section evaluate). False:
-        the plain posterior mean (minimum mean-square error per image).
+    gain_correction : str
+        How the posterior mean's signal fraction ``g`` (per alias and LR bin, see ``_solve``) is
+        undone. ``ring``: every ring of the fine-grid spectrum is divided by the mean ``g`` of its
+        informative bins, so the radial signal transfer is 1 (the prior separates the aliases but
+        does not filter the micrograph; one factor per ring changes no ring FRC). ``bin``: every
+        informative bin is divided by its own ``g`` (an unbiased unaliasing: transfer 1 everywhere
+        the data determine it, at the price of amplified noise where they barely do). ``none``: the
+        plain posterior mean (minimum mean-square error per image). Reconstruction software models a
+        micrograph as CTF x projection + noise: the plain posterior mean shrinks the rings near this
+        micrograph's CTF zeros more than the others, which that model does not know (README, section
+        evaluate).
     min_gain : float
-        Bins keeping less than this fraction of their signal carry no information and are left out
-        of the ring means; no ring is amplified by more than ``1 / min_gain``.
+        Bins keeping less than this fraction of their signal carry no information: left out of the
+        ring means (``ring``; no ring is amplified by more than ``1 / min_gain``) or set to 0 (``bin``).
 
     Returns
     -------
@@ -228,6 +233,8 @@ def wiener_unalias(
     t, h, w = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"frame size {(h, w)} must be even")
+    if gain_correction not in GAIN_CORRECTIONS:
+        raise ValueError(f"gain_correction {gain_correction!r}: choose from {', '.join(GAIN_CORRECTIONS)}")
     dev = frames.device
     cplx = torch.complex128 if frames.dtype == torch.float64 else torch.complex64
     real = torch.float64 if frames.dtype == torch.float64 else torch.float32
@@ -303,6 +310,9 @@ def wiener_unalias(
         normal[..., upper[0], upper[1]] = gram[r0:r1]
         solution, gain = _solve(normal, rhs[r0:r1], inv_prior)
         del normal
+        if gain_correction == "bin":
+            keep = gain >= min_gain
+            solution = torch.where(keep, solution / torch.where(keep, gain, 1.0), 0.0)
         ne_rows = ne[r0:r1].reshape(r1 - r0, 4 * w)
         q2 = torch.zeros_like(ne_rows, dtype=real)
         for i in range(t):
@@ -319,7 +329,7 @@ def wiener_unalias(
             full[a * h : (a + 1) * h, b * w : (b + 1) * w] = rhs[..., 2 * a + b]
     del rhs
     mean_gain = torch.where(ring_count > 0, ring_gain / ring_count.clamp(min=1), torch.ones_like(ring_gain)).clamp(max=1.0)
-    if unit_gain:  # one factor per fine-grid ring: the radial transfer becomes 1, no ring FRC changes
+    if gain_correction == "ring":  # one factor per fine-grid ring: radial transfer 1, no ring FRC changes
         correction = (1 / mean_gain.clamp(min=min_gain)).to(real)
         fx_fine = torch.fft.fftfreq(2 * w, device=dev, dtype=torch.float64)
         fy_fine = torch.fft.fftfreq(2 * h, device=dev, dtype=torch.float64)
@@ -335,7 +345,7 @@ def wiener_unalias(
         "prior_log_intercept": fit["log_intercept"],
         "prior_slope_per_cycle": fit["slope_per_cycle"],
         "prior_scale": prior_scale,
-        "unit_gain": unit_gain,
+        "gain_correction": gain_correction,
         "ring_gain_min": float(mean_gain[: int(0.5 * ring_scale)].min()),  # up to the fine Nyquist
     }
     return image, info
