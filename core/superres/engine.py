@@ -43,8 +43,8 @@ __all__ = ["DEFAULT_METHOD", "METHODS", "SuperresConfig", "SuperresResult", "est
 BASELINES = ("bicubic", "bilinear", "fourier")
 MULTI_FRAME = ("drizzle", "wiener", "zssr")
 METHODS = (*MULTI_FRAME, *BASELINES)
-#: The method that won ``benchmarks/bench_superres.py`` (see README, section superres).
-DEFAULT_METHOD = "wiener"
+#: The default: best in the 3-D benchmark (benchmarks/bench_3d.py) and robust; see README, section superres.
+DEFAULT_METHOD = "drizzle"
 
 
 @dataclass(frozen=True)
