@@ -281,3 +281,17 @@ def test_cli_rejects_mismatched_shifts_short_movies_and_nan(tmp_path: Path, caps
     assert main(["superres", str(nan_movie), "--out", str(out), "--device", "cpu", "--dose-per-frame", "1"]) == 2
     assert "nan.mrcs" in capsys.readouterr().err
     assert not out.exists() or not any(out.glob("*.mrc"))
+
+
+def test_shipped_zssr_weights_load_and_start_a_movie() -> None:
+    """``--init default``: the shipped state dict loads with weights_only=True and starts the per-movie training."""
+    from cryosr.core.superres.engine import default_weights_path
+
+    path = default_weights_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(state) >= {"gain", "body.0.weight"} and path.with_suffix(".json").is_file()
+    frames, shifts, _ = disk_movie(3)
+    res = run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=0.01, shifts_yx_px=shifts,
+                       config=SuperresConfig(method="zssr", iterations=0, init="default"))  # fmt: skip
+    assert res.info["init"] == "default" and res.image.shape == (128, 128)
+    assert torch.isfinite(res.image).all()
