@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048], help="movie edge lengths (px)")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--include-4k", action="store_true", help="add the 4096^2 target size (~2.7 GB per movie)")
-    parser.add_argument("--method", default="wiener", help="SuperresConfig method (default: the engine's default)")
+    parser.add_argument("--method", default=None, help="SuperresConfig method (default: the engine's default)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads per process")
     parser.add_argument("--repeats", type=int, default=1)
@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--net-size", type=int, default=512, help="input tile edge for the network rows (0: skip)")
     parser.add_argument("--scratch", type=Path, default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args(argv)
+    if args.method is None:
+        from cryosr.core.superres.engine import DEFAULT_METHOD
+
+        args.method = DEFAULT_METHOD
 
     start = f"{datetime.datetime.now():%Y-%m-%d %H:%M}, load average {_load()}"
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:

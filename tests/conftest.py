@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ def shared_data(*parts: str) -> Path:
             pytest.fail(f"shared data missing in CI: {path.relative_to(SHARED_DATA.parent.parent)}")
         pytest.skip(f"shared data not available: {'/'.join(parts)}")
     return path
+
+
+def relion_exe(*names: str) -> list[str]:
+    """Paths of RELION binaries; skips the test when one is missing (fails in CI, which installs RELION)."""
+    exes = [shutil.which(name) for name in names]
+    missing = [name for name, exe in zip(names, exes) if exe is None]
+    if missing:
+        if IN_CI:
+            pytest.fail(f"RELION binaries missing in CI: {', '.join(missing)}")
+        pytest.skip("RELION not installed")
+    return exes
 
 
 @pytest.fixture(autouse=True)

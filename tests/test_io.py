@@ -1,6 +1,5 @@
 """core/io: movies, micrographs, gain, STAR round trips, and one-line errors for bad input."""
 
-import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -17,7 +16,7 @@ from cryosr.core.io import atomic_path, read_gain, read_micrograph, read_movie, 
 from cryosr.core.io.fei import read_fei_metadata
 from cryosr.core.io.movie import correct_defects, read_defects
 from cryosr.core.io.mrc import read_volume
-from tests.conftest import IN_CI, shared_data
+from tests.conftest import relion_exe, shared_data
 
 
 def _frames(t=3, h=8, w=10, seed=0):
@@ -51,11 +50,7 @@ def test_read_tiff_movie(tmp_path, compression):
 @pytest.mark.relion
 def test_tiff_and_mrc_orientation_match_relion(tmp_path):
     """relion_image_handler turns our TIFF and MRC test movies into MRCs: we read what RELION reads."""
-    exe = shutil.which("relion_image_handler")
-    if exe is None:
-        if IN_CI:
-            pytest.fail("relion_image_handler missing in CI")
-        pytest.skip("RELION not installed")
+    (exe,) = relion_exe("relion_image_handler")
     data = np.zeros((2, 6, 8), np.uint16)
     data[:, 0, 0], data[:, 1, 0], data[1, 0, 7] = 9, 5, 3  # asymmetric: any flip or transpose shows
     tifffile.imwrite(tmp_path / "m.tif", data, compression="lzw")
@@ -275,11 +270,7 @@ def test_star_round_trip_keeps_every_block_and_column(tmp_path, name):
 
 @pytest.mark.relion
 def test_relion_reads_round_tripped_star_files(tmp_path):
-    exe = shutil.which("relion_star_printtable")
-    if exe is None:
-        if IN_CI:
-            pytest.fail("relion_star_printtable missing in CI")
-        pytest.skip("RELION not installed")
+    (exe,) = relion_exe("relion_star_printtable")
     for name, block, label in [
         ("relion5__particles.first200rows.star", "data_particles", "rlnImageName"),
         ("relion5__particles.first200rows.star", "data_optics", "rlnOpticsGroupName"),

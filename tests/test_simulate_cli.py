@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import mrcfile
 import numpy as np
 import pytest
 import torch
-from conftest import IN_CI, shared_data
+from conftest import relion_exe, shared_data
 
 from cryosr.core.cli.main import main
 from cryosr.core.io import read_mrc_header, read_star
@@ -80,11 +79,7 @@ def test_star_files_follow_relion_conventions(project):
 
 @pytest.mark.relion
 def test_relion_reads_the_star_files(project):
-    exe = shutil.which("relion_star_printtable")
-    if exe is None:
-        if IN_CI:
-            pytest.fail("relion_star_printtable missing in CI")
-        pytest.skip("RELION not installed")
+    (exe,) = relion_exe("relion_star_printtable")
 
     def table(star, block, *labels):
         res = subprocess.run([exe, str(project / star), block, *labels], capture_output=True, text=True, check=True)
@@ -202,11 +197,7 @@ def _lowpass_corr(a: torch.Tensor, b: torch.Tensor, pixel_size_a: float, resolut
 def test_relion_extracts_and_reconstructs_the_true_particles(tmp_path):
     """particles.star is directly usable: relion_preprocess re-extracts it from the clean micrographs
     (truth/micrographs_ctf.star) and relion_reconstruct with its angles and CTF gives back map.mrc."""
-    exes = [shutil.which(x) for x in ("relion_preprocess", "relion_reconstruct")]
-    if None in exes:
-        if IN_CI:
-            pytest.fail("RELION binaries missing in CI")
-        pytest.skip("RELION not installed")
+    exes = relion_exe("relion_preprocess", "relion_reconstruct")
     proj = tmp_path / "p"
     assert main(["simulate", "--out", str(proj), "--n-movies", "3", "--size", "192", "--pixel-size", "1.5",
                  "--frames", "2", "--particles", "14", "--ice-thickness", "0", "--seed", "1", "--device", "cpu"]) == 0  # fmt: skip

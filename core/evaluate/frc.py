@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["band_mask", "fourier_correlation_curve", "frc_band", "frc_curve", "frequency_grid", "ssnr_from_frc"]
+__all__ = [
+    "band_mask",
+    "band_ring_frc",
+    "fourier_correlation_curve",
+    "frc_band",
+    "frc_curve",
+    "frequency_grid",
+    "ssnr_from_frc",
+]
 
 
 def frequency_grid(shape: tuple[int, int], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +79,9 @@ def fourier_correlation_curve(a: torch.Tensor, b: torch.Tensor, ndim: int) -> tu
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim}")
     if a.ndim < ndim or b.ndim < ndim or a.shape[-ndim:] != b.shape[-ndim:]:
-        raise ValueError(f"Fourier correlation needs two {ndim}-D arrays of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"Fourier correlation needs two {ndim}-D arrays of one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     shape = a.shape[-ndim:]
     n = min(shape)
     dims = tuple(range(-ndim, 0))
@@ -192,28 +202,73 @@ def frc_band(
         `(...)` float64 pooled correlation ``Re sum(A B*) / sqrt(sum|A|^2 sum|B|^2)`` over the band
         (or the mean ring FRC).
     """
+    if per_ring:
+        frc, used, _ = band_ring_frc(a, b, lo, hi, nyquist=nyquist, outside_square=outside_square)
+        return (frc * used).sum(-1) / used.sum(-1).clamp_min(1)
+    cross, pa, pb, _ = _band_terms(a, b, lo, hi, nyquist, outside_square)
+    den = torch.sqrt(pa.sum(dim=(-2, -1)) * pb.sum(dim=(-2, -1)))
+    return cross.sum(dim=(-2, -1)) / den.clamp_min(1e-300)
+
+
+def _band_terms(
+    a: torch.Tensor, b: torch.Tensor, lo: float, hi: float, nyquist: float, outside_square: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross power, the two powers (each times the band's Hermitian weights) and the weights."""
     h, w = a.shape[-2:]
     fa, fb = _spectra(a, b)
     mask = band_mask((h, w), lo, hi, nyquist=nyquist, outside_square=outside_square, device=fa.device)
     wgt = _half_plane_weight((h, w), fa.device) * mask
-    cross = (fa * fb.conj()).real * wgt
-    pa, pb = fa.abs() ** 2 * wgt, fb.abs() ** 2 * wgt
-    if not per_ring:
-        num = cross.sum(dim=(-2, -1))
-        den = torch.sqrt(pa.sum(dim=(-2, -1)) * pb.sum(dim=(-2, -1)))
-        return num / den.clamp_min(1e-300)
-    ky, kx = frequency_grid((h, w), device=fa.device)
+    return (fa * fb.conj()).real * wgt, fa.abs() ** 2 * wgt, fb.abs() ** 2 * wgt, wgt
+
+
+def band_ring_frc(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    lo: float,
+    hi: float,
+    *,
+    nyquist: float = 0.5,
+    outside_square: bool = False,
+    average: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """FRC of each one-pixel ring, restricted to a band's mask (see ``band_mask``).
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        `(..., h, w)` images.
+    lo, hi, nyquist, outside_square
+        As in ``frc_band``.
+    average : torch.Tensor, optional
+        `(h, w // 2 + 1)` rfft-layout map (e.g. a transfer function squared) to average over each
+        ring's band pixels, with the same Hermitian weights as the FRC.
+
+    Returns
+    -------
+    frc : torch.Tensor
+        `(..., n)` float64 FRC per ring (ring index = radius in pixels of ``min(h, w)``).
+    used : torch.Tensor
+        `(n,)` bool, rings with at least one pixel in the band.
+    ring_mean : torch.Tensor or None
+        `(n,)` float64 mean of ``average`` per ring (None without ``average``).
+    """
+    h, w = a.shape[-2:]
+    cross, pa, pb, wgt = _band_terms(a, b, lo, hi, nyquist, outside_square)
+    ky, kx = frequency_grid((h, w), device=wgt.device)
     ring = (torch.sqrt(ky**2 + kx**2) * min(h, w)).round().long().flatten()
     n = int(ring.max()) + 1
-    lead = cross.shape[:-2]
 
     def per(values: torch.Tensor) -> torch.Tensor:
-        flat = values.reshape(*lead, -1)
-        return torch.zeros(*lead, n, dtype=flat.dtype, device=flat.device).index_add_(-1, ring, flat)
+        flat = values.reshape(*values.shape[:-2], -1)
+        return torch.zeros(*flat.shape[:-1], n, dtype=flat.dtype, device=flat.device).index_add_(-1, ring, flat)
 
-    used = per(mask.to(torch.float64).expand_as(cross)) > 0
+    count = per(wgt)
+    used = count > 0
     frc = per(cross) / torch.sqrt(per(pa) * per(pb)).clamp_min(1e-300)
-    return (frc * used).sum(-1) / used.sum(-1).clamp_min(1)
+    ring_mean = None
+    if average is not None:
+        ring_mean = per(average.to(wgt.device, torch.float64) * wgt) / count.clamp_min(1e-300)
+    return frc, used, ring_mean
 
 
 def ssnr_from_frc(frc: torch.Tensor | float) -> torch.Tensor:
