@@ -8,7 +8,7 @@ import torch
 
 from cryosr.core.errors import InputError
 
-__all__ = ["INFERENCE_PRECISIONS", "inference_autocast", "resolve_device", "to_channels_last"]
+__all__ = ["INFERENCE_PRECISIONS", "channels_last_module", "inference_autocast", "resolve_device", "to_channels_last"]
 
 #: ``auto``: fp16 autocast on CUDA, full precision elsewhere (see ``inference_autocast``).
 INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -94,8 +94,21 @@ def to_channels_last(x: torch.Tensor | torch.nn.Module) -> torch.Tensor | torch.
     if isinstance(x, torch.nn.Module):
         param = next(x.parameters(), None)
         if param is not None and param.is_cuda:
-            x.to(memory_format=torch.channels_last)
+            channels_last_module(x)
         return x
     if x.is_cuda and x.ndim == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def channels_last_module(module: torch.nn.Module) -> torch.nn.Module:
+    """Give every 4-D parameter (Conv2d weights) the NHWC layout, on any device; returns ``module``.
+
+    ``Module.to(memory_format=torch.channels_last)`` refuses modules that also hold 5-D weights
+    (the enhancement network's Conv3d fusion); other parameters keep their layout and all values
+    stay the same.
+    """
+    for param in module.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return module

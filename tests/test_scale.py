@@ -411,6 +411,30 @@ def test_inference_autocast_is_a_no_op_on_cpu_unless_forced():
         inference_autocast("cpu", "int8")
 
 
+def test_channels_last_layout_of_the_shipped_networks_keeps_their_outputs():
+    """The NHWC conversion used on CUDA, run on the CPU: the enhancement net holds a Conv3d (5-D weight)."""
+    from cryosr.core.device import channels_last_module
+    from cryosr.core.io.checkpoint import load_checkpoint
+    from cryosr.core.superres.zssr import ZssrConfig, make_net
+
+    model, _ = load_checkpoint("default", "cpu")
+    zssr = make_net(ZssrConfig())
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, model.config.frames, 24, 24, generator=g) + 0.5
+    xz = torch.randn(1, ZssrConfig().in_channels, 24, 24, generator=g)
+    with torch.no_grad():
+        want = model(x, scale=2), zssr(xz)
+        fusion = [p for p in model.parameters() if p.dim() == 5]
+        assert channels_last_module(model) is model and channels_last_module(zssr) is zssr
+        convs = [p for p in (*model.parameters(), *zssr.parameters()) if p.dim() == 4]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+        assert fusion and all(p.is_contiguous() for p in fusion)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        got = model(xc, scale=2), zssr(xz.contiguous(memory_format=torch.channels_last))
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, atol=1e-5 * float(b.abs().max()))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_inference_uses_fp16_and_channels_last_within_tolerance():
