@@ -16,6 +16,8 @@ $(VENV)/.cryosr-installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=64" wheel
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	# the peer Topaz-Denoise, for the benchmarks only (its metadata would pull torchvision and CUDA wheels)
+	$(BIN)/python -m pip install -q --no-deps topaz-em==0.3.20
 	touch $@
 
 demo: install
