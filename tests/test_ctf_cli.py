@@ -8,6 +8,7 @@ import torch
 from cryosr.core.cli.main import main
 from cryosr.core.io import read_star, write_mrc
 from cryosr.core.io.ctf_star import read_ctf_star
+from tests.conftest import relion_exe
 from tests.test_ctf_fit import ctf_noise_image
 
 
@@ -42,18 +43,17 @@ def test_ctf_cli_writes_relion_star_and_pictures(tmp_path, monkeypatch):
     assert (tmp_path / "CTF" / "mic_a.ctf").exists()
 
 
+@pytest.mark.relion
 def test_ctf_cli_output_is_readable_by_relion(tmp_path, monkeypatch):
     """RELION's own STAR reader (relion_star_printtable) reads our file."""
-    import shutil
     import subprocess
 
-    if shutil.which("relion_star_printtable") is None:
-        pytest.skip("RELION not installed")
+    (exe,) = relion_exe("relion_star_printtable")
     monkeypatch.chdir(tmp_path)
     write_mrc("m.mrc", ctf_noise_image(256, 1.0, 10000.0, 9800.0, 45.0, seed=13), 1.0)
     assert main(["ctf", "m.mrc", "--out", "CTF", "--tile", "128"]) == 0
     out = subprocess.run(
-        ["relion_star_printtable", "CTF/micrographs_ctf.star", "data_micrographs", "rlnDefocusU", "rlnDefocusV"],
+        [exe, "CTF/micrographs_ctf.star", "data_micrographs", "rlnDefocusU", "rlnDefocusV"],
         capture_output=True,
         text=True,
         check=True,
