@@ -241,6 +241,7 @@ def sim_panel(project: Path, model, topaz_net, png_dir: Path) -> Path:
         images["Topaz unet_L2"] = topaz_denoise(topaz_net, dw)
     images["clean truth"] = bin_sum(read_micrograph(project / "truth" / f"{path.stem}_clean.mrc").data, 2) / 4
     n = len(images)
+    png_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 6.2))
     for ax, (name, img) in zip(axes.T, images.items()):
         lo, hi = torch.quantile(img.flatten(), torch.tensor([0.01, 0.99]))

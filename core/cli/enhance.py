@@ -19,7 +19,7 @@ from cryosr.core.errors import InputError
 from cryosr.core.io import read_micrograph, read_movie, read_mrc_header, write_mrc
 from cryosr.core.io.checkpoint import load_checkpoint
 from cryosr.core.io.motion_star import read_relion_motion
-from cryosr.core.io.movie import MOVIE_SUFFIXES
+from cryosr.core.io.movie import MOVIE_SUFFIXES, read_gain
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +82,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
-def _is_movie(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff", ".mrcs", ".st"):
-        return True
-    return read_mrc_header(path)["shape"][0] > 1
+def _frame_shape(path: Path) -> tuple[int, int, int]:
+    """``(frames, y, x)`` of an MRC or TIFF file from its header, without reading the data."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return read_mrc_header(path)["shape"]
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(int(n) for n in tif.series[0].shape)
+    except Exception as exc:
+        raise InputError(path, f"not a readable TIFF movie ({exc})") from exc
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {shape}")
+    return shape
 
 
 def _check_pixel_size(path: Path, pixel_size_a: float, meta: dict) -> None:
@@ -109,41 +120,52 @@ def _pixel_size(path: Path, pixel_size_a: float | None, meta: dict) -> float:
 
 
 def run(job: EnhanceJob) -> list[Path]:
-    """Validate every input, then enhance them one by one (each output written atomically)."""
+    """Validate every input, then enhance them one by one (each output written atomically).
+
+    Checked before any output is written: the model, each file's header (extension, frame count against
+    the window and the --shifts count, pixel size), the gain file (read once) against every movie's frame
+    shape, and existing outputs. Only problems in the pixel data (NaN, a non-positive mean) surface later.
+    """
     device = resolve_device(job.device)
     model, meta = load_checkpoint(job.model, device)
     if job.enhance.scale not in model.config.scales:
         raise InputError(job.model, f"model has no {job.enhance.scale}x head (trained for {list(model.config.scales)})")
+    # every check that needs no pixel data runs here, before any output is written
+    gain = None
+    if job.gain is not None:
+        gain = read_gain(job.gain, rotate=job.gain_rotate, flip=job.gain_flip)  # read once, oriented
     plan = []
     for i, path in enumerate(job.inputs):
         if not path.is_file():
             raise InputError(path, "no such file")
-        if path.suffix.lower() not in MOVIE_SUFFIXES:
+        suffix = path.suffix.lower()
+        if suffix not in MOVIE_SUFFIXES:
             raise InputError(path, f"unknown extension {path.suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
-        movie = _is_movie(path)
-        if path.suffix.lower() in (".tif", ".tiff"):  # TIFF movies carry no pixel size
+        n, h, w = _frame_shape(path)
+        movie = suffix in (".tif", ".tiff", ".mrcs", ".st") or n > 1
+        if suffix in (".tif", ".tiff"):  # TIFF movies carry no pixel size
             _pixel_size(path, job.pixel_size_a, meta)
         else:
-            header = read_mrc_header(path)
-            _pixel_size(path, job.pixel_size_a or header["pixel_size_a"], meta)
-            n = header["shape"][0]
-            if movie and n < model.config.frames:
-                raise InputError(path, f"the model's window of {model.config.frames} frames is larger than the movie ({n} frames)")
+            _pixel_size(path, job.pixel_size_a or read_mrc_header(path)["pixel_size_a"], meta)
+        if movie and n < model.config.frames:
+            raise InputError(path, f"the model's window of {model.config.frames} frames is larger than the movie ({n} frames)")
+        if movie and gain is not None and tuple(gain.shape) != (h, w):
+            raise InputError(job.gain, f"gain shape {tuple(gain.shape)} does not match the frames of {path.name} ({h}, {w})")
         out = job.out_dir / f"{path.stem}.mrc"
         if out.exists() and not job.overwrite:
             raise InputError(out, "exists already (pass --overwrite to replace it)")
         shifts = read_relion_motion(job.shifts[i]).shifts_yx_px if job.shifts else None
         if shifts is not None and not movie:
             raise InputError(job.shifts[i], f"shifts given for {path.name}, which is a single micrograph")
+        if shifts is not None and shifts.shape[0] != n:
+            raise InputError(path, f"{shifts.shape[0]} shifts in {job.shifts[i].name} for a movie of {n} frames")
         plan.append((path, movie, shifts, out))
     written = []
     for path, movie, shifts, out in plan:
         if movie:
-            mv = read_movie(path, gain=job.gain, gain_rotate=job.gain_rotate, gain_flip=job.gain_flip)
+            mv = read_movie(path, gain=gain)
             px = float(job.pixel_size_a or mv.pixel_size_a)
             frames = mv.frames.to(device)
-            if shifts is not None and shifts.shape[0] != frames.shape[0]:
-                raise InputError(path, f"{shifts.shape[0]} shifts for a movie of {frames.shape[0]} frames")
             try:
                 result = enhance_movie(
                     frames, model, job.enhance, shifts_yx_px=None if shifts is None else shifts.to(device),
