@@ -16,13 +16,24 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ABORTED", "ABORT_NOW", "EXIT_MARKERS", "FAILURE", "SUCCESS", "AbortWatcher", "JobAborted", "JobStatus"]
+__all__ = [
+    "ABORTED",
+    "ABORT_NOW",
+    "EXIT_MARKERS",
+    "FAILURE",
+    "OUTPUT_NODES",
+    "SUCCESS",
+    "AbortWatcher",
+    "JobAborted",
+    "JobStatus",
+]
 
 SUCCESS = "RELION_JOB_EXIT_SUCCESS"
 FAILURE = "RELION_JOB_EXIT_FAILURE"
 ABORTED = "RELION_JOB_EXIT_ABORTED"
 ABORT_NOW = "RELION_JOB_ABORT_NOW"
 EXIT_MARKERS = (SUCCESS, FAILURE, ABORTED)
+OUTPUT_NODES = "RELION_OUTPUT_NODES.star"
 
 
 class JobAborted(Exception):
@@ -42,9 +53,12 @@ class JobStatus:
     job_dir: Path
 
     def clear_stale(self) -> list[str]:
-        """Remove exit markers left by an earlier run (RELION does this too before a launch).
+        """Remove exit markers and ``RELION_OUTPUT_NODES.star`` left by an earlier run.
 
-        ``RELION_JOB_ABORT_NOW`` is kept: it may be a fresh abort request made while we started up.
+        Called before the command line is parsed, so a re-run that fails on a bad flag or bad input does
+        not leave an earlier run's output nodes next to ``RELION_JOB_EXIT_FAILURE`` (RELION's "Mark as
+        finished" would register them). ``RELION_JOB_ABORT_NOW`` is kept: it may be a fresh abort request
+        made while we started up.
 
         Returns
         -------
@@ -52,7 +66,7 @@ class JobStatus:
             Names of the markers removed.
         """
         removed = []
-        for name in EXIT_MARKERS:
+        for name in (*EXIT_MARKERS, OUTPUT_NODES):
             path = self.job_dir / name
             if path.exists():
                 path.unlink()

@@ -223,6 +223,23 @@ def test_unknown_flag_fails_cleanly(project, capsys):
     _expect_failure(project, capsys, 2, "--frobnicate", "--frobnicate", "7")
 
 
+@pytest.mark.parametrize("bad", ["flag", "movie"])
+def test_failed_rerun_removes_stale_output_nodes(project, capsys, bad):
+    # a successful run, then a re-run that fails: "Mark as finished" must find no stale output node
+    assert run() == 0
+    job = project / JOB
+    assert (job / SUCCESS).exists() and (job / "RELION_OUTPUT_NODES.star").exists()
+    capsys.readouterr()
+    if bad == "flag":
+        assert run("--frobnicate", "7") == 2  # fails while parsing, before run_job
+    else:
+        os.remove("Movies/day1/mov_01.mrcs")
+        assert run() == 2
+    assert (job / FAILURE).exists()
+    assert not (job / SUCCESS).exists() and not (job / "RELION_OUTPUT_NODES.star").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_missing_movie_fails_before_any_output(project, capsys):
     os.remove("Movies/day1/mov_01.mrcs")
     _expect_failure(project, capsys, 2, "Movies/day1/mov_01.mrcs: movie named in")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cryosr.relion_external.status import ABORT_NOW, AbortWatcher, JobAborted, JobStatus
+from cryosr.relion_external.status import ABORT_NOW, ABORTED, FAILURE, SUCCESS, AbortWatcher, JobAborted, JobStatus
 
 
 @pytest.fixture
@@ -15,6 +15,15 @@ def status(tmp_path):
     job = tmp_path / "External/job001"
     job.mkdir(parents=True)
     return JobStatus(job)
+
+
+def test_clear_stale_removes_markers_and_output_nodes(status):
+    for name in (SUCCESS, FAILURE, ABORTED, "RELION_OUTPUT_NODES.star", ABORT_NOW, "micrographs.star"):
+        (status.job_dir / name).touch()
+    removed = status.clear_stale()
+    assert set(removed) == {SUCCESS, FAILURE, ABORTED, "RELION_OUTPUT_NODES.star"}
+    left = sorted(p.name for p in status.job_dir.iterdir())
+    assert left == [ABORT_NOW, "micrographs.star"]  # a fresh abort request and the outputs stay
 
 
 def test_abort_interrupts_a_python_loop(status):
