@@ -5,11 +5,13 @@ Order of work (every bad-input check happens before the first output file is wri
 1. find the project, workspace and source job/output (errors here create no job);
 2. create the External job (or reopen the one given with ``--resume``), add the ``exposures``
    input with explicit slot dtypes, connect it, add the ``micrographs`` output (no passthrough);
+   if CryoSPARC rejects any of that, the new job is marked failed with the reason (not left building);
 3. while the job is running (any exception, Ctrl-C included, marks it failed with the reason): load the exposures, validate
    them (pixel sizes, doses, files), process each one through ``cryosr.core.superres.pipeline``,
    writing into ``<project>/J<ext>/cryosr/`` directly or over HTTP, and save the output once, with
    the rows of every micrograph completely written (a killed run registers nothing half-written;
-   its finished files are reused by ``--resume``).
+   with ``--transfer direct`` its finished files are reused by ``--resume``; in upload mode the
+   scratch folder is new each run, so exposures not yet saved are recomputed and re-uploaded).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import traceback
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -142,10 +145,46 @@ def _open_job(project, config: PluginConfig, results: list[tuple[str, str]]):
         title=config.title,
         desc=f"cryosr 2x super-resolution ({config.method}) of {config.input_job_uid}:{config.input_output}",
     )
-    job.add_input("exposure", INPUT_NAME, min=1, max=1, slots=in_slots, title="Exposures to super-resolve")
-    job.connect(INPUT_NAME, config.input_job_uid, config.input_output)
-    job.add_output("exposure", OUTPUT_NAME, slots=out_slots, title="cryosr super-resolved micrographs")
+    step = "add_input"
+    try:
+        job.add_input("exposure", INPUT_NAME, min=1, max=1, slots=in_slots, title="Exposures to super-resolve")
+        step = "connect"
+        job.connect(INPUT_NAME, config.input_job_uid, config.input_output)
+        step = "add_output"
+        job.add_output("exposure", OUTPUT_NAME, slots=out_slots, title="cryosr super-resolved micrographs")
+    except BaseException as exc:
+        _fail_unwired(job, step, exc)
     return job
+
+
+def _fail_unwired(job, step: str, exc: BaseException) -> NoReturn:
+    """Mark a new External job failed with the reason its wiring was rejected, then re-raise.
+
+    Without this the job would stay "building" in the CryoSPARC UI with no hint why. Marking it
+    failed is best effort (the server may refuse that too): the original error is what is raised,
+    as a one-line ``CryosparcError`` when CryoSPARC rejected the request.
+    """
+    from cryosparc.errors import APIError
+
+    if isinstance(exc, APIError):
+        reason = f"CryoSPARC rejected {step} ({_api_error_text(exc)})"
+    elif isinstance(exc, KeyboardInterrupt):
+        reason = f"interrupted during {step}"
+    else:
+        reason = f"{step} failed: {' '.join(str(exc).split()) or type(exc).__name__}"
+    marked = "marked failed"
+    try:
+        job.log(f"cryosr: {reason}", level="error")
+    except Exception as secondary:
+        logger.debug("could not log to External job %s: %s", job.uid, secondary)
+    try:
+        job.stop(error=f"cryosr: {reason}")
+    except Exception as secondary:  # keep the original error; say why the job could not be marked
+        marked = f"could not be marked failed: {' '.join(str(secondary).split())[:200]}"
+        logger.warning("External job %s %s", job.uid, marked)
+    if isinstance(exc, APIError):
+        raise CryosparcError(f"External job {job.uid} ({marked}): {reason}") from exc
+    raise exc
 
 
 def _saved_micrographs(job) -> dict[int, SrMicrograph]:
@@ -198,12 +237,34 @@ class _Files:
         return Path(p) if p.is_absolute() else self.project_dir / p
 
     def check_inputs(self, sources: list[ExposureSource], use_motion: bool) -> None:
-        if self.mode != "direct":
-            return  # checked when downloaded (before that exposure's output exists)
-        for s in sources:
-            for rel in (s.path, s.gain_path, s.motion_path if use_motion else None):
-                if rel and not self.local(rel).is_file():
+        """Fail before any output is written or uploaded if an input file is missing.
+
+        Direct mode looks at the files themselves; upload mode asks the server for a listing of each
+        folder the inputs are in (``project.list_files``: one request per folder, not per file).
+        """
+        needed = [
+            (s, rel) for s in sources for rel in (s.path, s.gain_path, s.motion_path if use_motion else None) if rel
+        ]
+        if self.mode == "direct":
+            for s, rel in needed:
+                if not self.local(rel).is_file():
                     raise InputError(self.local(rel), f"exposure {s.uid}: file listed in the input does not exist")
+            return
+        import_tools()
+        from cryosparc.errors import APIError
+
+        listed: dict[str, set[str] | str] = {}
+        for s, rel in needed:
+            folder = str(PurePosixPath(rel).parent).removeprefix(".")
+            if folder not in listed:
+                try:  # paths relative to the project directory; compared by name (tolerant of the form)
+                    listed[folder] = {PurePosixPath(e).name for e in self.project.list_files(folder)}
+                except APIError as exc:
+                    listed[folder] = _api_error_text(exc)
+            names = listed[folder]
+            if isinstance(names, str) or PurePosixPath(rel).name not in names:
+                why = f": cannot list {folder} ({names})" if isinstance(names, str) else ""
+                raise InputError(rel, f"exposure {s.uid}: file listed in the input is not on the server{why}")
 
     def fetch(self, rel: str | None) -> Path | None:
         """Local copy of an input file (direct mode: the file itself)."""

@@ -20,20 +20,22 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs
 
 import pytest
+from conftest import IN_CI
 
-cs_tools = pytest.importorskip("cryosparc.tools", reason="cryosparc-tools (extra 'cryosparc') not installed")
-httpx = pytest.importorskip("httpx")
-
-from cryosparc.dataset import Dataset  # noqa: E402
-from cryosparc.errors import APIError  # noqa: E402
-from cryosparc.models.asset import GridFSAsset  # noqa: E402
-from cryosparc.models.auth import Token  # noqa: E402
-from cryosparc.models.event import ImageEvent, TextEvent  # noqa: E402
-from cryosparc.models.job import Job  # noqa: E402
-from cryosparc.models.job_spec import JobSpec  # noqa: E402
-from cryosparc.models.project import Project  # noqa: E402
-from cryosparc.models.user import User  # noqa: E402
-from cryosparc.models.workspace import Workspace  # noqa: E402
+if not IN_CI:  # in CI the extra is required: a missing cryosparc-tools is a collection error there, not a skip
+    pytest.importorskip("cryosparc.tools", reason="cryosparc-tools (extra 'cryosparc') not installed")
+import cryosparc.tools as cs_tools
+import httpx
+from cryosparc.dataset import Dataset
+from cryosparc.errors import APIError
+from cryosparc.models.asset import GridFSAsset
+from cryosparc.models.auth import Token
+from cryosparc.models.event import ImageEvent, TextEvent
+from cryosparc.models.job import Job
+from cryosparc.models.job_spec import JobSpec
+from cryosparc.models.project import Project
+from cryosparc.models.user import User
+from cryosparc.models.workspace import Workspace
 
 NOW = datetime(2026, 11, 21, tzinfo=timezone.utc)
 
@@ -89,7 +91,7 @@ FIELDS_BY_DTYPE = {
 }
 
 # (summary, method, path, query params [(name, required)], body: None|json|stream|form, response)
-# response: a model name, "string", "pairs", "stream:<mime>" or None.
+# response: a model name, "string", "list" (of strings), "pairs", "stream:<mime>" or None.
 CSDAT = "application/x-cryosparc-dataset"
 OCTET = "application/octet-stream"
 OPERATIONS = [
@@ -115,6 +117,7 @@ OPERATIONS = [
         "string",
     ),  # fmt: skip
     ("projects.download_file", "get", "/projects/{project_uid}/files", [("path", False)], None, "stream:" + OCTET),
+    ("projects.ls", "get", "/projects/{project_uid}/ls", [("recursive", False), ("path", False)], None, "list"),
     ("workspaces.find_one", "get", "/projects/{project_uid}/workspaces/{workspace_uid}", [], None, "Workspace"),
     (
         "jobs.create",
@@ -240,6 +243,8 @@ def openapi_schema() -> dict:
             ok = {"description": "ok", "content": {response[7:]: {"schema": {}}}}
         elif response == "string":
             ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "string"}}}}
+        elif response == "list":
+            ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}}  # fmt: skip
         elif response == "pairs":
             pair = {"type": "array", "prefixItems": [{"type": "string"}, {"type": "string"}]}
             ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "array", "items": pair}}}}
@@ -432,6 +437,14 @@ class FakeCryoSPARC:
         if not target.is_file():
             raise HTTPProblem(404, f"File {q['path']} not found")
         return httpx.Response(200, content=target.read_bytes(), headers={"Content-Type": OCTET})
+
+    def op_projects__ls(self, p, q, r):
+        """Entries of one folder as paths relative to the project directory (the documented return)."""
+        self._job(p)
+        folder = self._project_path(q.get("path", ""))
+        if not folder.is_dir():
+            raise HTTPProblem(404, f"Directory {q.get('path', '')} not found")
+        return sorted(str(e.relative_to(self.project_dir.resolve())) for e in folder.iterdir())
 
     def op_workspaces__find_one(self, p, q, r):
         self._job(p)
@@ -667,6 +680,9 @@ def test_fake_rejects_bad_passthrough_and_upload_overwrite(fake):
         job.add_output("exposure", "e2", slots=[{"name": "micrograph_blob", "dtype": "micrograph_blob"}], passthrough="nope")  # fmt: skip
     job.upload("a.bin", b"123")
     assert (fake.project_dir / job.uid / "a.bin").read_bytes() == b"123"
+    assert cs.find_project("P3").list_files(job.uid) == [f"{job.uid}/a.bin"]  # relative to the project
+    with pytest.raises(APIError, match="not found"):
+        cs.find_project("P3").list_files(f"{job.uid}/nope")
     with pytest.raises(APIError, match="already exists"):
         job.upload("a.bin", b"456")
     with pytest.raises(APIError, match="not found"):

@@ -9,11 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import IN_CI
 
-pytest.importorskip("cryosparc.tools", reason="cryosparc-tools (extra 'cryosparc') not installed")
+if not IN_CI:  # in CI the extra is required: a missing cryosparc-tools is a collection error there, not a skip
+    pytest.importorskip("cryosparc.tools", reason="cryosparc-tools (extra 'cryosparc') not installed")
 
 from cryosparc.dataset import Dataset
-from test_cryosparc_fakeserver import FakeCryoSPARC, fake_client
+from test_cryosparc_fakeserver import FakeCryoSPARC, HTTPProblem, fake_client
 
 from cryosr.core.fourier import fourier_crop
 from cryosr.core.io import read_micrograph, write_mrc
@@ -293,6 +295,56 @@ def test_missing_file_fails_the_job_and_saves_nothing(project, capsys):
     assert job["status"] == "failed" and "does not exist" in job["error"]
     assert ("J2", "micrographs") not in fake.saved
     assert not list((fake.project_dir / "J2" / "cryosr").iterdir())
+
+
+@pytest.mark.parametrize("slot, step", [("rigid_motion", "add_input"), ("ctf", "add_output")])
+def test_rejected_wiring_marks_the_new_job_failed(project, capsys, slot, step):
+    # a slot dtype the server does not know: rigid_motion is read (input), ctf only kept (output)
+    fake, dset, src = project(1)
+    dset = dset.copy()
+    if slot == "ctf":
+        dset.add_fields([("ctf/type", "O"), ("ctf/df1_A", "<f4")])
+    bad = fake.add_source_job(dset, dtypes={**SLOT_DTYPES, slot: "motion_v9000"})
+    assert main([*ARGS, "--input", bad, "--device", "cpu"]) == 2
+    err = _one_line_error(capsys)
+    assert f"CryoSPARC rejected {step}" in err and "unknown dtype 'motion_v9000'" in err and "marked failed" in err
+    ext = f"J{int(bad[1:]) + 1}"
+    job = fake.jobs[ext]
+    assert job["status"] == "failed" and f"rejected {step}" in job["error"] and "motion_v9000" in job["error"]
+    assert any(level == "error" and j == ext and "motion_v9000" in t for level, j, t in fake.events)
+    assert "jobs.mark_running" not in fake.calls and (ext, "micrographs") not in fake.saved
+
+
+def test_rejected_wiring_keeps_the_reason_when_marking_failed_is_refused(project, capsys, monkeypatch):
+    fake, dset, src = project(1)
+    bad = fake.add_source_job(dset, dtypes={**SLOT_DTYPES, "rigid_motion": "motion_v9000"})
+
+    def refuse(p, q, r):
+        raise HTTPProblem(422, "Cannot mark a building job failed")
+
+    monkeypatch.setattr(fake, "op_jobs__mark_failed", refuse)
+    assert main([*ARGS, "--input", bad]) == 2
+    err = _one_line_error(capsys)
+    assert "could not be marked failed" in err and "unknown dtype 'motion_v9000'" in err
+
+
+@pytest.mark.parametrize("missing", ["movie", "folder"])
+def test_missing_file_in_upload_mode_fails_before_any_upload(project, capsys, tmp_path, missing):
+    fake, dset, src = project(2, reported_dir="/nonexistent-cryosparc-server/P3")
+    if missing == "movie":  # the second exposure's movie: the first one must not be computed and uploaded
+        (fake.project_dir / dset["movie_blob/path"][1]).unlink()
+    else:  # a whole input folder (the server refuses to list it)
+        for f in (fake.project_dir / "J1" / "motioncorrected").iterdir():
+            f.unlink()
+        (fake.project_dir / "J1" / "motioncorrected").rmdir()
+    args = [*ARGS, "--input", src, "--device", "cpu", "--transfer", "upload", "--scratch-dir", str(tmp_path / "s")]
+    assert main(args) == 2
+    err = _one_line_error(capsys)
+    assert "is not on the server" in err and ("cannot list J1/motioncorrected" in err) == (missing == "folder")
+    job = fake.jobs["J2"]
+    assert job["status"] == "failed" and "is not on the server" in job["error"]
+    assert fake.uploads == [] and "projects.download_file" not in fake.calls and ("J2", "micrographs") not in fake.saved
+    assert fake.calls.count("projects.ls") <= 2  # one listing per input folder, not one per file
 
 
 def test_mixed_pixel_sizes_fail_the_job(project, capsys):
