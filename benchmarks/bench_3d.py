@@ -13,7 +13,7 @@ truth map is octahedral in RELION's setting, checked numerically, otherwise C1) 
 0.5 crossings are reported in Å (against a noise-free reference 0.5 is the like-for-like criterion).
 
 The 2x inputs come from ``cryosr superres`` given the TRUE per-frame shifts (the simulator's
-truth/movie_XXXX_shifts.star, converted to RELION's motion STAR sign so ``--shifts`` reads them),
+truth/movie_XXXX_shifts.star, a RELION motion STAR that ``--shifts`` reads; copied without cryosr's columns),
 so the table measures reconstruction quality, not alignment. Each micrograph's global offset from
 the truth frame is measured by cross-correlation with truth/movie_XXXX_clean.mrc (clean_lr.mrc for
 1.3 Å inputs), reported, and added to the particle coordinates; the sub-pixel rest of each
@@ -55,6 +55,7 @@ from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.evaluate.fsc import fsc_against, match_map, soft_sphere_mask
 from cryosr.core.io import read_micrograph, read_movie, read_star, write_mrc, write_star
 from cryosr.core.io.mrc import read_volume
+from cryosr.core.io.sim_project import read_true_shifts
 from cryosr.core.shifts import cross_correlation_shift, fourier_shift
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,15 +106,20 @@ def simulate(out: Path, args: argparse.Namespace) -> Path:
 
 def true_shifts(path: Path) -> torch.Tensor:
     """`(t, 2)` true shifts (LR px, cryosr convention: frame content = reference moved by +shift)."""
-    table = read_star(path)["global_shift"]
-    return torch.tensor(table[["rlnMicrographShiftY", "rlnMicrographShiftX"]].to_numpy(), dtype=torch.float32)
+    return read_true_shifts(path)
 
 
 def relion_motion_star(truth_star: Path, out: Path) -> Path:
-    """The truth shifts as a RELION motion STAR (RELION stores the correction: the negated motion)."""
+    """The truth shifts as a plain RELION motion STAR (RELION's sign: the correction, -shift).
+
+    Built from ``read_true_shifts`` (the Å columns), so projects simulated before the truth file
+    took RELION's sign (2026-12-02) give the same file.
+    """
     blocks = read_star(truth_star)
-    table = blocks["global_shift"][["rlnMicrographFrameNumber", "rlnMicrographShiftX", "rlnMicrographShiftY"]].copy()
-    table[["rlnMicrographShiftX", "rlnMicrographShiftY"]] *= -1.0
+    true = read_true_shifts(truth_star).double().numpy()
+    table = blocks["global_shift"][["rlnMicrographFrameNumber"]].copy()
+    table["rlnMicrographShiftX"] = 0.0 - true[:, 1]
+    table["rlnMicrographShiftY"] = 0.0 - true[:, 0]
     general = blocks["general"]
     if isinstance(general, pd.DataFrame):
         general = general.iloc[0].to_dict()

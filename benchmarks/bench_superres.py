@@ -38,7 +38,8 @@ from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.evaluate.frc import band_ring_frc, frc_band, frequency_grid, ssnr_from_frc
 from cryosr.core.evaluate.metrics import affine_fit, psnr
-from cryosr.core.io import read_micrograph, read_movie, read_star
+from cryosr.core.io import read_micrograph, read_movie
+from cryosr.core.io.sim_project import read_true_shifts
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.align import estimate_shifts
 from cryosr.core.superres.engine import SuperresConfig, load_zssr_weights, run_superres
@@ -62,8 +63,7 @@ def simulate(out: Path, size: int, n_movies: int, args: argparse.Namespace, pixe
 
 
 def true_shifts(path: Path) -> torch.Tensor:
-    table = read_star(path)["global_shift"]  # simulator convention = cryosr's (content moved by +shift)
-    return torch.tensor(table[["rlnMicrographShiftY", "rlnMicrographShiftX"]].to_numpy(), dtype=torch.float32)
+    return read_true_shifts(path)  # cryosr's convention: content moved by +shift
 
 
 def scores(image: torch.Tensor, truth: torch.Tensor) -> dict:

@@ -26,6 +26,7 @@ import torch
 from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.io import read_micrograph, read_star, write_star
 from cryosr.core.io.mrc import read_volume
+from cryosr.core.io.sim_project import read_true_shifts
 
 pytestmark = [pytest.mark.relion, pytest.mark.slow]
 
@@ -95,8 +96,7 @@ def test_external_job_in_real_relion_pipeline(tmp_path, relion_env):
     # the job used RELION's own MotionCorr shifts (not re-estimated), and they agree with the true drift
     for record in json.loads((job / "cryosr_relion.json").read_text())["micrographs"]:
         assert record["mode"] == "movie" and record["info"]["shifts"] == "given"
-        truth = read_star(proj / "truth" / f"{Path(record['movie']).stem}_shifts.star")["global_shift"]
-        true_yx = torch.tensor(truth[["rlnMicrographShiftY", "rlnMicrographShiftX"]].to_numpy(), dtype=torch.float32)
+        true_yx = read_true_shifts(proj / "truth" / f"{Path(record['movie']).stem}_shifts.star")
         used_yx = torch.tensor(record["shifts_yx_px"])
         drift = float((true_yx[-1] - true_yx[0]).norm())
         rms = float((used_yx - used_yx[0] - (true_yx - true_yx[0])).norm(dim=1).pow(2).mean().sqrt())

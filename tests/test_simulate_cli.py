@@ -14,7 +14,9 @@ from conftest import relion_exe, shared_data
 from cryosr.core.cli.main import main
 from cryosr.core.io import read_mrc_header, read_star
 from cryosr.core.io.model import default_model_path, load_default_model, read_model
+from cryosr.core.io.motion_star import read_relion_motion
 from cryosr.core.io.mrc import read_volume
+from cryosr.core.io.sim_project import read_true_shifts
 from cryosr.core.simulate import SimulationConfig, VolumeModel, potential_volume, simulate_movie
 
 
@@ -58,7 +60,9 @@ def test_star_files_follow_relion_conventions(project):
 
     shifts = read_star(project / "truth/movie_0001_shifts.star")["global_shift"]
     assert list(shifts["rlnMicrographFrameNumber"]) == list(range(1, 9))
-    np.testing.assert_allclose(shifts["cryosrShiftXAngst"], shifts["rlnMicrographShiftX"] * 1.0, atol=1e-5)
+    # RELION's motion-STAR sign (the correction) in rln columns, the content displacement in Å
+    np.testing.assert_allclose(shifts["cryosrShiftXAngst"], -shifts["rlnMicrographShiftX"] * 1.0, atol=1e-5)
+    np.testing.assert_allclose(shifts["cryosrShiftYAngst"], -shifts["rlnMicrographShiftY"] * 1.0, atol=1e-5)
     assert shifts["rlnMicrographShiftX"][0] == 0
 
     parts = read_star(project / "truth/particles.star")["particles"]
@@ -75,6 +79,13 @@ def test_star_files_follow_relion_conventions(project):
     np.testing.assert_allclose(parts["rlnCoordinateX"], sim.particle_yx_lr_px[:, 1].numpy(), atol=1e-4)
     with mrcfile.open(project / "Movies/movie_0001.mrcs") as m:
         assert np.array_equal(m.data, sim.lr_frames.numpy())
+    # the truth shifts file is a RELION motion STAR: RELION's reader sign (what `superres --shifts` and
+    # the RELION adapter use) and read_true_shifts both give the simulated content displacement
+    truth = project / "truth/movie_0001_shifts.star"
+    assert float(sim.shifts_lr_px.abs().max()) > 0.5  # the movie drifts, so a sign error would show
+    true = sim.shifts_lr_px.float()
+    assert torch.allclose(read_relion_motion(truth).shifts_yx_px, true, atol=1e-5)
+    assert torch.allclose(read_true_shifts(truth), true, atol=1e-5)
 
 
 @pytest.mark.relion

@@ -21,14 +21,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from cryosr.core.enhance.infer import group_frames
 from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import bin_sum
-from cryosr.core.io import read_micrograph, read_movie, read_star
+from cryosr.core.io import read_micrograph, read_movie
+from cryosr.core.io.sim_project import read_true_shifts
 from cryosr.core.shifts import fourier_shift
 
 logger = logging.getLogger(__name__)
@@ -191,30 +191,6 @@ def sample_batch(
                 raise InputError(mv.name or None, f"no {s}x target kept for this movie")
             tg[s].append(_augment(target[y0 * s : (y0 + patch) * s, x0 * s : (x0 + patch) * s], k, flip))
     return torch.stack(wins), {s: torch.stack(v) for s, v in tg.items()}, torch.stack(anchors)
-
-
-#: Columns of the simulator's ``truth/<movie>_shifts.star`` holding the LR-pixel shifts (y, x).
-SHIFT_COLUMNS_PX = ("rlnMicrographShiftY", "rlnMicrographShiftX")
-
-
-def read_true_shifts(path: Path) -> torch.Tensor:
-    """The simulator's true per-frame shifts in LR pixels (cryosr convention: content moved by +s).
-
-    Parameters
-    ----------
-    path : Path
-        ``truth/<movie>_shifts.star``.
-
-    Returns
-    -------
-    shifts_yx_px : torch.Tensor
-        `(t, 2)` float32.
-    """
-    blocks = read_star(path)
-    for table in blocks.values():
-        if isinstance(table, pd.DataFrame) and all(c in table.columns for c in SHIFT_COLUMNS_PX):
-            return torch.tensor(table[list(SHIFT_COLUMNS_PX)].astype(float).to_numpy(), dtype=torch.float32)
-    raise InputError(path, f"no table with {', '.join(SHIFT_COLUMNS_PX)}")
 
 
 def load_sim_projects(

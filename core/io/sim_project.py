@@ -8,7 +8,7 @@ Layout under ``DIR``::
     truth/movie_0001_clean.mrc            noise-free, motion-free, dose-weighted, CTF sum (HR pixel)
     truth/movie_0001_clean_noctf.mrc      the same without CTF (phase, rad)
     truth/movie_0001_clean_lr.mrc         clean, 2x2 box-summed to the LR pixel (for extraction)
-    truth/movie_0001_shifts.star          true per-frame shifts (LR px and Å)
+    truth/movie_0001_shifts.star          true per-frame shifts: a RELION motion STAR (LR px, RELION's sign) + Å
     truth/movie_0001_clean_frames.mrcs    (--save-clean-frames) per-frame expected counts, LR
     truth/movie_0001_clean_frames_hr.mrcs (--save-clean-frames) the same at the HR pixel
     truth/particles.star                  coordinates, angles, CTF (+ optics)
@@ -42,18 +42,55 @@ __all__ = [
     "SHIFT_CONVENTION",
     "movie_name",
     "read_mtf",
+    "read_true_shifts",
     "summary",
     "write_movie_files",
     "write_project_files",
 ]
 
 SHIFT_CONVENTION = (
-    "rlnMicrographShiftX/Y (LR pixels) and cryosrShiftX/YAngst (Å) are the displacement of frame i's "
-    "content relative to the reference (motion-free) specimen: frame_i = fourier_shift(reference, +shift); "
-    "positive moves content to larger pixel indices; frame 1 is the reference (0, 0). Frame numbers are 1-based. "
-    "NOTE: the opposite sign of RELION's own motion STAR files (they store the correction, -shift); negate "
-    "rlnMicrographShiftX/Y before giving this file to RELION."
+    "cryosrShiftX/YAngst (Å) is the displacement of frame i's content relative to the reference "
+    "(motion-free) specimen: frame_i = fourier_shift(reference, +shift / pixel); positive moves content to "
+    "larger pixel indices; frame 1 is the reference (0, 0). rlnMicrographShiftX/Y (LR pixels) has RELION's "
+    "motion-STAR sign, the correction applied to the frame (= -displacement), so the file is a RELION "
+    "per-micrograph motion STAR that RELION and `cryosr superres --shifts` read as is. Frame numbers are 1-based."
 )
+
+
+def read_true_shifts(path: str | Path) -> torch.Tensor:
+    """The simulator's true per-frame shifts in LR pixels, in cryosr's convention (content moved by +s).
+
+    Read from ``cryosrShiftY/XAngst`` divided by the general block's ``rlnMicrographOriginalPixelSize``
+    (their meaning never changed); a plain RELION motion STAR without them is read with RELION's sign
+    (``-rlnMicrographShiftY/X``).
+
+    Parameters
+    ----------
+    path : str | Path
+        ``truth/<movie>_shifts.star``.
+
+    Returns
+    -------
+    shifts_yx_px : torch.Tensor
+        `(t, 2)` float32.
+    """
+    path = Path(path)
+    blocks = read_star(path)
+    table = blocks.get("global_shift")
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(path, "no data_global_shift table")
+    general = blocks.get("general")
+    if isinstance(general, pd.DataFrame):
+        general = general.iloc[0].to_dict() if len(general) else {}
+    angst = ("cryosrShiftYAngst", "cryosrShiftXAngst")
+    pixel = (general or {}).get("rlnMicrographOriginalPixelSize")
+    if all(c in table.columns for c in angst) and pixel:
+        values = table[list(angst)].astype(float).to_numpy() / float(pixel)
+    elif all(c in table.columns for c in ("rlnMicrographShiftY", "rlnMicrographShiftX")):
+        values = 0.0 - table[["rlnMicrographShiftY", "rlnMicrographShiftX"]].astype(float).to_numpy()
+    else:
+        raise InputError(path, "no true shifts (cryosrShiftX/YAngst or rlnMicrographShiftX/Y)")
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def movie_name(index: int) -> str:
@@ -145,8 +182,8 @@ def write_movie_files(out_dir: str | Path, index: int, sim: SimulatedMovie, conf
     shifts = pd.DataFrame(
         {
             "rlnMicrographFrameNumber": np.arange(1, t + 1),
-            "rlnMicrographShiftX": shifts_px[:, 1],
-            "rlnMicrographShiftY": shifts_px[:, 0],
+            "rlnMicrographShiftX": 0.0 - shifts_px[:, 1],  # RELION's sign: the correction (0 - x keeps +0.0)
+            "rlnMicrographShiftY": 0.0 - shifts_px[:, 0],
             "cryosrShiftXAngst": shifts_a[:, 1],
             "cryosrShiftYAngst": shifts_a[:, 0],
         }
