@@ -99,3 +99,27 @@ def test_chunked_alignment_matches_whole_movie_and_keeps_dtype() -> None:
         assert (estimate_shifts(noisy, chunk_frames=chunk, **kwargs) - whole).abs().max() < 1e-5
     assert (estimate_shifts(noisy.double(), **kwargs).float() - whole).abs().max() < 1e-4  # complex64 spectra suffice
     assert _rms(whole, true) < 0.05
+
+
+def test_movie_without_alignment_signal_gets_zero_shifts_with_a_warning(caplog) -> None:
+    """Pure counting noise: the argmax of each correlation map is a noise peak anywhere in the search
+    range; the estimator must see that no peak stands out and keep the frames where they are."""
+    import cryosr.core.superres.align as align
+
+    g = torch.Generator().manual_seed(5)
+    noise = torch.poisson(torch.full((8, 96, 96), 1.5), generator=g)
+    with caplog.at_level("WARNING", logger="cryosr.core.superres.align"):
+        shifts = estimate_shifts(noise, pixel_size_a=1.0, dose_per_frame=1.5)
+    assert torch.equal(shifts, torch.zeros(8, 2)) and "no alignment signal" in caplog.text
+    # the guard is what keeps them at zero: without it the same movie gets shifts of pixels
+    threshold = align.peak_significance_threshold
+    try:
+        align.peak_significance_threshold = lambda h, w: 0.0
+        wild = estimate_shifts(noise, pixel_size_a=1.0, dose_per_frame=1.5)
+    finally:
+        align.peak_significance_threshold = threshold
+    assert float(wild.abs().max()) > 2.0
+    # a textured movie of the same size and dose keeps its estimated drift
+    frames, true, _ = _movie(7, hr=192, t=8, mean=1.5 / 4)
+    est = estimate_shifts(torch.poisson(frames.clamp_min(0), generator=g), pixel_size_a=1.0, dose_per_frame=1.5)
+    assert float(est.abs().max()) > 1.0 and _rms(est, true) < 0.5

@@ -23,13 +23,16 @@ the image area (the number of signal-bearing Fourier coefficients); see README, 
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from cryosr.core.dose import chunk_frames_for, critical_exposure_grid, cumulative_dose, dose_filter_on_grid
 
-__all__ = ["CHUNK_BUDGET_BYTES", "estimate_shifts", "smooth_trajectory"]
+__all__ = ["CHUNK_BUDGET_BYTES", "estimate_shifts", "peak_significance_threshold", "smooth_trajectory"]
+
+logger = logging.getLogger(__name__)
 
 
 #: Bytes of per-chunk temporaries ``estimate_shifts`` aims for (the stored spectra come on top).
@@ -100,6 +103,21 @@ def _refine(cross: torch.Tensor, start: torch.Tensor, ky: torch.Tensor, kx: torc
         step_x = torch.where(ok, (hyy * gx - hxy * gy) / safe, torch.zeros_like(gx))
         d = d - torch.stack([step_y, step_x], -1).clamp(-0.5, 0.5)
     return d
+
+
+def peak_significance_threshold(h: int, w: int) -> float:
+    """``sqrt(2 ln(h w))``: about the largest of ``h w`` independent standard normal values.
+
+    A correlation peak no higher than this many standard deviations of its map above the map's
+    mean is what pure noise gives (the maps are smooth, so their noise maxima are lower still).
+    """
+    return math.sqrt(2 * math.log(h * w))
+
+
+def _peak_z(cross: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """`(c,)` height of each correlation map's maximum above its mean, in standard deviations."""
+    cc = torch.fft.irfft2(cross, s=(h, w)).flatten(1).to(torch.float64)
+    return (cc.max(1).values - cc.mean(1)) / cc.std(1).clamp_min(1e-300)
 
 
 def _integer_peak(cross: torch.Tensor, centre: torch.Tensor, radius: float, h: int, w: int) -> torch.Tensor:
@@ -297,7 +315,10 @@ def estimate_shifts(
     Returns
     -------
     shifts_yx_px : torch.Tensor
-        `(t, 2)` shifts in pixels, mean-free, same dtype and device as ``frames``.
+        `(t, 2)` shifts in pixels, mean-free, same dtype and device as ``frames``. All zero (with
+        a warning) when the first coarse correlations show no signal: their median peak is not
+        above what noise gives (``peak_significance_threshold``), as on a movie too small or too
+        noisy to align, where the argmax would only pick noise peaks anywhere in the search range.
     """
     t, h, w = frames.shape
     if t < 2:
@@ -326,6 +347,7 @@ def estimate_shifts(
     # 1. coarse: running sums vs the aligned sum of the frames outside each window
     half = min(window, t - 1) // 2
     lowpass = torch.exp(-bfactor_a2 * k2 / 2).to(real)
+    peak_z = torch.empty(t, dtype=torch.float64, device=dev)
     for it in range(max(iterations, 1)):
         total = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
         for a, b in chunks:
@@ -345,9 +367,21 @@ def estimate_shifts(
             del ext
             cross = raw * (total[None] - aligned).conj() * lowpass
             del raw, aligned
+            if it == 0:
+                peak_z[a:b] = _peak_z(cross, h, w)
             start = _integer_peak(cross, shifts[a:b], max_shift if it == 0 else 3.0, h, w)
             new[a:b] = _refine(cross, start, ky, kx, wgt, newton_steps)
             del cross
+        if it == 0:
+            z, threshold = float(peak_z.median()), peak_significance_threshold(h, w)
+            if z <= threshold:
+                logger.warning(
+                    "no alignment signal: the median correlation peak of %d frames of %dx%d px is %.1f standard "
+                    "deviations above its map, no more than noise gives (%.1f); using zero shifts (give "
+                    "upstream shifts, or align a larger field)",
+                    t, h, w, z, threshold,
+                )  # fmt: skip
+                return frames.new_zeros(t, 2)
         shifts = new - new.mean(0)
 
     # 2. fine: each frame vs the others, exposure- and SSNR-weighted
