@@ -18,7 +18,9 @@ uses the simulator's shifts instead (isolates the network from alignment errors)
 Topaz-Denoise (``topaz-em`` 0.3.20, ``unet_L2_v0.2.2.sav`` loaded into
 ``UDenoiseNet(base_width=11, top_width=5)``) sees the dose-weighted sum, standardised like
 ``topaz.denoise.Denoise._denoise`` does. It is optional (skipped when not installed). ``--zssr``
-adds the super-resolution engine's zssr output (2x), box-binned back to 1x.
+adds the super-resolution engine's zssr output (2x), box-binned back to 1x. ``--frames-noise``
+adds the anchor and the movie window with the colour-correct noise estimate from even/odd frame
+sums (``cryosr enhance --noise-estimate frames``) next to the default (corner) rows.
 
 ``--real MRC`` also runs cryosr enhance and Topaz on a real micrograph (2x binned first, as
 Topaz users do with small pixels), fits the CTF of each (``cryosr.core.evaluate.ctf_fit``, tile
@@ -50,7 +52,7 @@ import torch
 
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.enhance.dataset import read_true_shifts
-from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
+from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie, frames_noise_power
 from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.evaluate.frc import frc_band
 from cryosr.core.evaluate.metrics import psnr
@@ -110,7 +112,9 @@ def _scores(image: torch.Tensor, truth: torch.Tensor) -> dict:
     return row
 
 
-def bench_project(project: Path, models: dict, topaz_net, *, zssr: bool, true_shifts: bool) -> list[dict]:
+def bench_project(
+    project: Path, models: dict, topaz_net, *, zssr: bool, true_shifts: bool, frames_noise: bool = False
+) -> list[dict]:
     """Score every method on every movie of one held-out project."""
     params = json.loads((project / "truth" / "simulation.json").read_text())
     cfg = params.get("config", params)
@@ -144,11 +148,22 @@ def bench_project(project: Path, models: dict, topaz_net, *, zssr: bool, true_sh
         t0 = time.perf_counter()  # the linear part of cryosr enhance (its anchor), no training, no truth
         add("spectral Wiener filter of the dose-weighted sum (the net's anchor)", wiener_anchor(dw / dw.mean()),
             time.perf_counter() - t0 + t_dw)
+        if frames_noise:
+            t0 = time.perf_counter()
+            npow = frames_noise_power(aligned, float(aligned.mean()), dose_per_frame=dose, pixel_size_a=px, voltage_kv=voltage)
+            add("spectral Wiener filter, noise from even/odd frames", wiener_anchor(dw / dw.mean(), noise_power=npow),
+                time.perf_counter() - t0 + t_dw)
         for label, model in models.items():
             t0 = time.perf_counter()
             out = enhance_movie(frames, model, EnhanceConfig(), shifts_yx_px=shifts, pixel_size_a=px,
                                 dose_per_frame=dose, voltage_kv=voltage)
             add(f"{WINDOW}{label}", out.image, time.perf_counter() - t0 + t_align)
+            if frames_noise:
+                t0 = time.perf_counter()
+                out = enhance_movie(frames, model, EnhanceConfig(noise="frames"), shifts_yx_px=shifts, pixel_size_a=px,
+                                    dose_per_frame=dose, voltage_kv=voltage)
+                add(f"cryosr enhance, movie window, noise from even/odd frames{label}", out.image,
+                    time.perf_counter() - t0 + t_align)
             t0 = time.perf_counter()
             out = enhance_micrograph(dw, model, EnhanceConfig())
             add(f"{SINGLE}{label}", out.image, time.perf_counter() - t0 + t_dw)
@@ -295,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-topaz", action="store_true")
     parser.add_argument("--zssr", action="store_true", help="also run the zssr SR method")
     parser.add_argument("--true-shifts", action="store_true", help="use the simulator's shifts (no estimation)")
+    parser.add_argument("--frames-noise", action="store_true",
+                        help="also the anchor and the movie window with the noise estimated from even/odd frames")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every per-movie row here")
     args = parser.parse_args(argv)
@@ -308,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         print("topaz-em not installed: Topaz rows skipped", file=sys.stderr)
     rows = []
     for project in args.data:
-        rows += bench_project(project, models, topaz_net, zssr=args.zssr, true_shifts=args.true_shifts)
+        rows += bench_project(project, models, topaz_net, zssr=args.zssr, true_shifts=args.true_shifts,
+                              frames_noise=args.frames_noise)
     n_movies = len({r["movie"] for r in rows})
     sigmas = [r["sigma_px"] for r in rows if "sigma_px" in r]
     sizes = sorted({f"{r['size'][0]}x{r['size'][1]}x{r['size'][2]} at {r['pixel_size_a']:.2f} Å/px" for r in rows})

@@ -116,7 +116,8 @@ def test_map_model_mtf_and_clean_frames(tmp_path):
     out = tmp_path / "p"
     assert main(["simulate", "--model", str(tmp_path / "m.mrc"), "--out", str(out), "--n-movies", "2", "--size", "64",
                  "--pixel-size", "2",
-                 "--frames", "4", "--particles", "1", "--mtf", str(mtf), "--save-clean-frames"]) == 0
+                 "--frames", "4", "--particles", "1", "--mtf", str(mtf), "--save-clean-frames", "--noise-mtf"]) == 0
+    assert json.loads((out / "truth" / "simulation.json").read_text())["config"]["noise_mtf"] is True
     assert read_star(out / "movies.star")["optics"]["rlnMtfFileName"][0] == mtf.name
     assert (out / mtf.name).exists() and (out / "HR" / mtf.name).exists()
     with mrcfile.open(out / "truth/movie_0002_clean_frames.mrcs") as m:
@@ -137,6 +138,7 @@ def test_map_model_mtf_and_clean_frames(tmp_path):
         (["--dose-per-frame", "-1"], "must be positive"),
         (["--particles", "500"], "non-overlapping"),
         (["--mtf", "missing_mtf.star"], "no such STAR file"),
+        (["--noise-mtf"], "needs a detector MTF"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):

@@ -342,3 +342,29 @@ def test_applied_ctf_is_relions_with_the_recorded_astigmatism(model):
     assert float((measured - expected)[ok].abs().max()) < 0.01
     rotated = _relion_ctf((n, n), px, sim.defocus_u_a, sim.defocus_v_a, sim.defocus_angle_deg + 90, 300.0, 2.7, 0.07)
     assert float((measured - rotated)[ok].abs().max()) > 0.5  # the test sees the angle
+
+
+def test_noise_mtf_colours_the_flat_field_noise_like_mtf_squared(model):
+    """``noise_mtf``: the Poisson-sampled counts are MTF-filtered, so the noise power spectrum of a
+    flat field follows MTF² (at the LR and the HR pixel); off, it is white. The expectation (clean
+    frames) is the same either way, and ``noise_mtf`` without an MTF is an error."""
+    freqs, values = (0.0, 0.125, 0.25, 0.375, 0.5), (1.0, 0.85, 0.6, 0.4, 0.25)
+    base = {"size": 96, "pixel_size_a": 2.0, "frames": 6, "dose_per_frame": 4.0, "particles": 0, "ice_thickness_a": 0.0,
+            "motion": "none", "save_clean_frames": True, "seed": 3, "mtf_frequencies": freqs, "mtf_values": values}
+    off = simulate_movie(model, SimulationConfig(**base), 0, "cpu")
+    on = simulate_movie(model, SimulationConfig(noise_mtf=True, **base), 0, "cpu")
+    torch.testing.assert_close(on.clean_lr_frames, off.clean_lr_frames)
+    torch.testing.assert_close(on.clean_hr_frames, off.clean_hr_frames)
+    for frames_on, frames_off in ((on.lr_frames, off.lr_frames), (on.hr_frames, off.hr_frames)):
+        n = frames_on.shape[-1]
+        k = torch.sqrt(torch.fft.fftfreq(n)[:, None] ** 2 + torch.fft.rfftfreq(n)[None] ** 2)
+        mtf2 = torch.from_numpy(__import__("numpy").interp(k.numpy(), freqs, values)).float() ** 2
+        for frames, expected in ((frames_on, mtf2), (frames_off, torch.ones_like(mtf2))):
+            mean = float(frames.mean())
+            spec = torch.fft.rfft2(frames - frames.mean((-2, -1), keepdim=True))
+            nps = (spec.real**2 + spec.imag**2).mean(0) / (n * n * mean)  # 1 for white Poisson noise
+            for k0 in (0.1, 0.2, 0.3, 0.4, 0.5):
+                shell = (k - k0).abs() < 0.025
+                assert float(nps[shell].mean() / expected[shell].mean()) == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(InputError, match="needs a detector MTF"):
+        SimulationConfig(noise_mtf=True)

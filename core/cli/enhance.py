@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryosr.core.device import resolve_device
-from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
+from cryosr.core.enhance.infer import NOISE_ESTIMATES, EnhanceConfig, enhance_micrograph, enhance_movie
 from cryosr.core.errors import InputError
 from cryosr.core.io import read_micrograph, read_movie, read_mrc_header, write_mrc
 from cryosr.core.io.checkpoint import load_checkpoint
@@ -78,6 +78,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--voltage", type=float, default=300.0, help="kV (dose weighting)")
     parser.add_argument("--tile", type=int, default=512, help="tile edge in input pixels (0 = whole image)")
+    parser.add_argument("--noise-estimate", choices=NOISE_ESTIMATES, default=EnhanceConfig().noise,
+                        help="Wiener anchor noise for movies: corner (white, outer corner of the spectrum) or frames "
+                        "(per ring from even/odd frame sums, colour-correct); micrographs always use corner")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -192,7 +195,7 @@ def main(args: argparse.Namespace) -> int:
         inputs=tuple(args.inputs),
         out_dir=args.out,
         model=args.model,
-        enhance=EnhanceConfig(scale=args.scale, tile=args.tile),
+        enhance=EnhanceConfig(scale=args.scale, tile=args.tile, noise=args.noise_estimate),
         gain=args.gain,
         gain_rotate=args.gain_rotate,
         gain_flip=args.gain_flip,

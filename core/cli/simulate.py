@@ -72,6 +72,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ice-thickness", type=float, default=d.ice_thickness_a, help="Å")
     parser.add_argument("--energy-filter", action="store_true", help="zero-loss filtered: remove inelastic electrons")
     parser.add_argument("--mtf", default=None, help="detector MTF STAR (rlnResolutionInversePixel, rlnMtfValue)")
+    parser.add_argument("--noise-mtf", action="store_true",
+                        help="apply the --mtf to the Poisson-sampled counts (coloured noise, power ~ MTF²) instead of the expectation")
     parser.add_argument("--motion", choices=MOTION_MODELS, default=d.motion)
     parser.add_argument("--lr-operator", choices=LR_OPERATORS, default=d.lr_operator,
                         help="box: 2x2 pixel integration (physical); fourier: Fourier crop (for comparison)")
@@ -114,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         astigmatism_a=min(args.astigmatism, 0.5 * lo), voltage_kv=args.voltage, cs_mm=args.cs,
         amp_contrast=args.amp_contrast, ice_thickness_a=args.ice_thickness, energy_filter=args.energy_filter,
         motion=args.motion, lr_operator=args.lr_operator, mtf_frequencies=mtf_f, mtf_values=mtf_v,
-        mtf_name=Path(job.mtf).name if job.mtf else "", b_factor_a2=args.b_factor, seed=args.seed,
+        mtf_name=Path(job.mtf).name if job.mtf else "", noise_mtf=args.noise_mtf, b_factor_a2=args.b_factor, seed=args.seed,
         save_clean_frames=args.save_clean_frames,
     )
     device = resolve_device(job.device)

@@ -21,7 +21,7 @@ import torch
 from cryosr.core.device import inference_autocast, to_channels_last
 from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.enhance.model import DSTNet
-from cryosr.core.enhance.prefilter import wiener_anchor
+from cryosr.core.enhance.prefilter import halves_noise_power, wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.engine import estimate_shifts
@@ -34,10 +34,15 @@ __all__ = [
     "enhance_micrograph",
     "enhance_movie",
     "estimate_dose_per_frame",
+    "frames_noise_power",
     "group_frames",
     "normalise_micrograph",
     "run_network",
 ]
+
+
+#: Noise estimates of the Wiener anchor (``EnhanceConfig.noise``).
+NOISE_ESTIMATES = ("corner", "frames")
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,17 @@ class EnhanceConfig:
         Context pixels added around each tile and cropped off again; None: the network's
         receptive-field radius (``EnhanceNetConfig.receptive_radius_px``), so the tiled result
         equals the untiled one.
+    noise : str
+        Noise level of the Wiener anchor for movies: ``corner`` (white, from the outer corner of
+        the window mean's spectrum) or ``frames`` (per ring, from the aligned sums of even and
+        odd frames, ``frames_noise_power``; colour-correct). Single micrographs always use
+        ``corner``.
     """
 
     scale: int = 1
     tile: int = 512
     margin: int | None = None
+    noise: str = "corner"
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2):
@@ -67,6 +78,8 @@ class EnhanceConfig:
             raise InputError(None, f"--tile must be 0 (off) or >= 16, got {self.tile}")
         if self.margin is not None and self.margin < 0:
             raise InputError(None, f"margin must be >= 0, got {self.margin}")
+        if self.noise not in NOISE_ESTIMATES:
+            raise InputError(None, f"--noise-estimate must be one of {', '.join(NOISE_ESTIMATES)}, got {self.noise!r}")
 
 
 @dataclass
@@ -157,6 +170,62 @@ def group_frames(
     return torch.stack(groups) / mean_counts, mean_counts
 
 
+def frames_noise_power(
+    aligned: torch.Tensor,
+    mean_counts: float,
+    *,
+    dose_per_frame: float | None = None,
+    pixel_size_a: float | None = None,
+    voltage_kv: float = 300.0,
+    pre_exposure: float = 0.0,
+    half_width: int = 4,
+) -> torch.Tensor | None:
+    """Per-ring noise power of the window mean (``group_frames(...)[0].mean(0)``) from even/odd frames.
+
+    The aligned (and, with ``dose_per_frame``, exposure-weighted, as in ``group_frames``) sums of
+    the even and of the odd frames, interleaved so radiation damage is balanced, have nearly the
+    same signal and independent noise, so ``|E - O|²`` per ring is the noise power of ``E + O``
+    (``halves_noise_power``), whatever its colour. With an odd number of frames the last (most
+    damaged) frame is left out of both halves and the power scaled per frequency by
+    ``sum_all q_i² / sum_used q_i²`` (``q = 1`` without dose weighting): equal noise per frame.
+    Everything is divided by ``t x mean_counts`` like the window mean.
+
+    Parameters
+    ----------
+    aligned : torch.Tensor
+        `(t, h, w)` aligned frames in counts.
+    mean_counts : float
+        Mean counts per pixel per frame (``group_frames``'s normalisation).
+    dose_per_frame, pixel_size_a, voltage_kv, pre_exposure
+        Exposure weighting as in ``group_frames`` (None: unweighted).
+    half_width : int
+        Ring smoothing half-width.
+
+    Returns
+    -------
+    noise : torch.Tensor | None
+        `(n_rings,)` float64 (``ring_index`` of `(h, w)`), or None for fewer than 2 frames.
+    """
+    t, h, w = aligned.shape
+    if t < 2:
+        return None
+    used = t - t % 2
+    real = torch.float64
+    if dose_per_frame is None:
+        q = torch.ones(t, 1, 1, dtype=real, device=aligned.device)
+    else:
+        dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=aligned.device)
+        q = dose_filter((h, w), dose, pixel_size_a, voltage_kv=voltage_kv).to(real)
+    q2 = q**2
+    norm = torch.sqrt(t / q2.sum(0))  # group_frames' movie normalisation (1 without weighting)
+    halves = []
+    for start in (0, 1):
+        spec = (torch.fft.rfft2(aligned[start:used:2].to(real)) * q[start:used:2]).sum(0)
+        halves.append(torch.fft.irfft2(spec * norm, s=(h, w)) / (t * mean_counts))
+    scale = q2.sum(0) / q2[:used].sum(0)
+    return halves_noise_power(halves[0], halves[1], scale=scale, half_width=half_width)
+
+
 def estimate_dose_per_frame(mean_counts: float, pixel_size_a: float) -> float:
     """Exposure per frame (e/Å²) of a counting-mode movie: mean counts per pixel per frame / pixel area.
 
@@ -192,7 +261,13 @@ def normalise_micrograph(image: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 @torch.inference_mode()
-def run_network(model: DSTNet, window: torch.Tensor, config: EnhanceConfig = EnhanceConfig()) -> torch.Tensor:
+def run_network(
+    model: DSTNet,
+    window: torch.Tensor,
+    config: EnhanceConfig = EnhanceConfig(),
+    *,
+    noise_power: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Apply the network to a normalised window, tile by tile with context margins.
 
     Each tile is cut with ``config.margin`` extra pixels on every side (clipped at the image
@@ -209,6 +284,9 @@ def run_network(model: DSTNet, window: torch.Tensor, config: EnhanceConfig = Enh
         `(t, h, w)` normalised frames.
     config : EnhanceConfig
         Scale and tiling.
+    noise_power : torch.Tensor | None
+        Per-ring noise power of the window mean for the Wiener anchor (``frames_noise_power``);
+        None: the white corner level.
 
     Returns
     -------
@@ -226,7 +304,7 @@ def run_network(model: DSTNet, window: torch.Tensor, config: EnhanceConfig = Enh
     m = -(-m // grid) * grid
     anchor = None
     if model.config.anchor == "wiener":  # whole-image operation: before tiling
-        anchor = wiener_anchor(window.mean(0).to(torch.float32))
+        anchor = wiener_anchor(window.mean(0).to(torch.float32), noise_power=noise_power)
     out = window.new_zeros(h * s, w * s)
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
@@ -278,7 +356,9 @@ def enhance_movie(
     Returns
     -------
     result : EnhanceResult
-        ``info`` says whether and with which dose the window was dose-weighted.
+        ``info`` says whether and with which dose the window was dose-weighted, and, when
+        ``config.noise`` is not ``corner``, which noise estimate the anchor used
+        (``noise_estimate``; ``corner`` for one-frame movies or a mean-anchored model).
     """
     if frames.ndim != 3:
         raise InputError(None, f"expected a (frames, y, x) movie, got shape {tuple(frames.shape)}")
@@ -310,7 +390,12 @@ def enhance_movie(
                        "voltage_kv": voltage_kv, "pre_exposure": pre_exposure}  # fmt: skip
             info = {"dose_weighted": True, "dose_per_frame": float(dose_per_frame)}
     window, mean_counts = group_frames(aligned, model.config.frames, **dose_kw)
-    out = run_network(model, window, config)
+    noise_power = None
+    if config.noise == "frames" and model.config.anchor == "wiener":
+        noise_power = frames_noise_power(aligned, mean_counts, **dose_kw)
+    if config.noise != "corner":  # the default adds nothing to info
+        info["noise_estimate"] = "frames" if noise_power is not None else "corner"
+    out = run_network(model, window, config, noise_power=noise_power)
     seconds["network"] = time.perf_counter() - t0
     image = out * (mean_counts * t / config.scale**2)
     return EnhanceResult(image=image, plain_sum=aligned.sum(0), shifts_yx_px=shifts_yx_px, seconds=seconds, info=info)

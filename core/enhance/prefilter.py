@@ -7,6 +7,11 @@ signal is left (the outer corner, ``|k| > noise_from`` cycles/pixel), the per-ri
 rings follow the Thon rings (zeros of the CTF carry only noise, so ``W`` dips there) as long as
 the astigmatism is small compared with the ring spacing.
 
+Instead of the white corner level, a per-ring noise power ``N(k)`` may be given
+(``noise_power``): for movies ``halves_noise_power`` measures it from the difference of the
+aligned sums of even and odd frames, which is colour-correct (a detector that spreads charge
+colours the noise like MTF², and the corner level then underestimates the noise at low k).
+
 This is a whole-image (global) operation: for tiled inference it is computed once on the whole
 image and cut into tiles with the window (``cryosr.core.enhance.infer.run_network``).
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ring_index", "wiener_anchor"]
+__all__ = ["halves_noise_power", "ring_index", "ring_mean", "smooth_rings", "wiener_anchor"]
 
 
 def ring_index(shape: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
@@ -39,8 +44,66 @@ def ring_index(shape: tuple[int, int], device: torch.device | None = None) -> to
     return (torch.sqrt(ky**2 + kx**2) * max(h, w)).round().long()
 
 
-def wiener_anchor(image: torch.Tensor, *, noise_from: float = 0.45) -> torch.Tensor:
-    """Ring-wise Wiener filter of an image with white noise, the noise level from the outer corner.
+def ring_mean(values: torch.Tensor, rings: torch.Tensor) -> torch.Tensor:
+    """Mean of `(..., h, w // 2 + 1)` rfft-layout values over each ring of ``rings``: `(..., n_rings)` float64."""
+    n_rings = int(rings.max()) + 1
+    flat = rings.flatten()
+    lead = values.shape[:-2]
+    v = values.reshape(-1, flat.numel()).to(torch.float64)
+    count = torch.zeros(n_rings, dtype=torch.float64, device=values.device).index_add_(
+        0, flat, torch.ones_like(flat, dtype=torch.float64)
+    )
+    total = torch.zeros(v.shape[0], n_rings, dtype=torch.float64, device=values.device).index_add_(1, flat, v)
+    return (total / count.clamp_min(1)).reshape(*lead, n_rings)
+
+
+def smooth_rings(curve: torch.Tensor, half_width: int = 4) -> torch.Tensor:
+    """Moving average of a ring curve `(..., n)` over ``2 half_width + 1`` rings (shrinking at the ends)."""
+    if half_width <= 0:
+        return curve
+    n = curve.shape[-1]
+    c = torch.nn.functional.pad(curve.cumsum(-1), (1, 0))
+    i = torch.arange(n, device=curve.device)
+    lo, hi = (i - half_width).clamp_min(0), (i + half_width + 1).clamp_max(n)
+    return (c[..., hi] - c[..., lo]) / (hi - lo).to(curve.dtype)
+
+
+def halves_noise_power(
+    even_sum: torch.Tensor, odd_sum: torch.Tensor, *, scale: torch.Tensor | float = 1.0, half_width: int = 4
+) -> torch.Tensor:
+    """Per-ring noise power of ``even_sum + odd_sum`` from ``|even_sum - odd_sum|²``.
+
+    With independent noise in the two halves and (nearly) the same signal, ``E - O`` carries the
+    noise of ``E + O`` without its signal, whatever the noise colour. The ring means are smoothed
+    over ``2 half_width + 1`` rings (one ring holds only about ``pi r`` coefficients).
+
+    Parameters
+    ----------
+    even_sum, odd_sum : torch.Tensor
+        `(h, w)` aligned sums of the two interleaved halves of a movie, already scaled like the
+        image the anchor filters (e.g. divided by frames x mean counts).
+    scale : torch.Tensor | float
+        Factor on ``|E - O|²`` per rfft coefficient `(h, w // 2 + 1)` or scalar (e.g. to account
+        for a frame left out of both halves).
+    half_width : int
+        Smoothing half-width in rings.
+
+    Returns
+    -------
+    noise : torch.Tensor
+        `(n_rings,)` float64 noise power per ring (``ring_index`` of the image shape), in the
+        units of ``|rfft2|²`` that ``wiener_anchor`` uses.
+    """
+    h, w = even_sum.shape[-2:]
+    diff = torch.fft.rfft2(even_sum.to(torch.float64) - odd_sum.to(torch.float64))
+    power = (diff.real**2 + diff.imag**2) * scale
+    return smooth_rings(ring_mean(power, ring_index((h, w), even_sum.device)), half_width)
+
+
+def wiener_anchor(
+    image: torch.Tensor, *, noise_from: float = 0.45, noise_power: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Ring-wise Wiener filter of an image; white noise level from the outer corner unless given.
 
     Parameters
     ----------
@@ -48,6 +111,9 @@ def wiener_anchor(image: torch.Tensor, *, noise_from: float = 0.45) -> torch.Ten
         `(..., h, w)` mean-normalised image(s) (each filtered on its own).
     noise_from : float
         Frequencies above this (cycles/pixel, up to 0.707 in the corners) measure the noise level.
+    noise_power : torch.Tensor | None
+        `(n_rings,)` or `(..., n_rings)` noise power per ring (``halves_noise_power``), used
+        instead of the corner level; None: white noise from the corner.
 
     Returns
     -------
@@ -60,16 +126,12 @@ def wiener_anchor(image: torch.Tensor, *, noise_from: float = 0.45) -> torch.Ten
     spec = torch.fft.rfft2(x)
     power = spec.real**2 + spec.imag**2
     rings = ring_index((h, w), image.device)
-    n_rings = int(rings.max()) + 1
-    flat = rings.flatten()
-    count = torch.zeros(n_rings, dtype=torch.float64, device=image.device).index_add_(
-        0, flat, torch.ones_like(flat, dtype=torch.float64)
-    )
-    ring_power = torch.zeros(x.shape[0], n_rings, dtype=torch.float64, device=image.device).index_add_(
-        1, flat, power.reshape(x.shape[0], -1)
-    ) / count.clamp_min(1)
-    corner = rings >= noise_from * max(h, w)
-    noise = power[:, corner].mean(1, keepdim=True)
+    ring_power = ring_mean(power, rings)
+    if noise_power is None:
+        corner = rings >= noise_from * max(h, w)
+        noise = power[:, corner].mean(1, keepdim=True)
+    else:
+        noise = noise_power.to(torch.float64).reshape(-1, ring_power.shape[-1])
     gain = (1 - noise / ring_power.clamp_min(1e-30)).clamp(0, 1)
     gain[:, 0] = 1
     out = torch.fft.irfft2(spec * gain[:, rings], s=(h, w))

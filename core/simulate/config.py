@@ -53,6 +53,11 @@ class SimulationConfig:
         Detector MTF table (frequency in cycles per detector pixel, value); empty = perfect detector.
     mtf_name : str
         File name of the MTF (written to ``rlnMtfFileName``); empty if none.
+    noise_mtf : bool
+        Apply the MTF to the Poisson-sampled counts of each frame instead of to the expected
+        counts (charge spreading after detection: signal and noise both blurred, so the noise
+        power falls like MTF²); the signal is blurred once either way. Needs an MTF table.
+        Off: the noise is white (only the expectation is filtered).
     b_factor_a2 : float | None
         B-factor (Å²) for every atom; None uses the model's per-element mean B.
     seed : int
@@ -82,6 +87,7 @@ class SimulationConfig:
     mtf_frequencies: tuple[float, ...] = ()
     mtf_values: tuple[float, ...] = ()
     mtf_name: str = ""
+    noise_mtf: bool = False
     b_factor_a2: float | None = None
     seed: int = 0
     save_clean_frames: bool = False
@@ -127,6 +133,8 @@ class SimulationConfig:
             raise bad(f"--lr-operator {self.lr_operator!r}: choose one of {', '.join(LR_OPERATORS)}")
         if len(self.mtf_frequencies) != len(self.mtf_values):
             raise bad("MTF table: frequencies and values differ in length")
+        if self.noise_mtf and not self.mtf_frequencies:
+            raise bad("--noise-mtf needs a detector MTF (--mtf FILE.star)")
         if self.b_factor_a2 is not None and self.b_factor_a2 < 0:
             raise bad(f"B-factor {self.b_factor_a2}: must be >= 0")
 

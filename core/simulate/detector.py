@@ -38,13 +38,17 @@ def mtf_rfft(shape: tuple[int, int], frequencies: torch.Tensor, values: torch.Te
     return v[idx - 1] + t * (v[idx] - v[idx - 1])
 
 
-def apply_mtf(counts: torch.Tensor, mtf: torch.Tensor | None) -> torch.Tensor:
-    """Filter expected counts `(..., h, w)` by an rfft-layout MTF (None: unchanged); clamps at 0."""
+def apply_mtf(counts: torch.Tensor, mtf: torch.Tensor | None, *, clamp: bool = True) -> torch.Tensor:
+    """Filter counts `(..., h, w)` by an rfft-layout MTF (None: unchanged).
+
+    ``clamp`` (for expected counts) sets negative ringing to 0; sampled counts are filtered
+    without it (``SimulationConfig.noise_mtf``), so their noise power follows MTF² exactly.
+    """
     if mtf is None:
         return counts
     h, w = counts.shape[-2:]
     out = irfft2(torch.fft.rfft2(counts) * (mtf / mtf[0, 0]), (h, w))
-    return out.clamp_min(0)
+    return out.clamp_min(0) if clamp else out
 
 
 def downsample_counts(counts: torch.Tensor, factor: int, operator: str) -> torch.Tensor:

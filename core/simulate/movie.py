@@ -15,7 +15,9 @@ For frame j (methods_and_physics.md §5.9):
    (dropped with ``energy_filter``).
 4. Detector: expected counts ``dose_per_frame · p_HR² · I_j`` at the HR pixel. HR frames: MTF at
    the HR pixel, Poisson. LR frames: 2x2 box sum of the HR expectation (or Fourier crop), MTF at
-   the LR pixel, Poisson.
+   the LR pixel, Poisson. With ``noise_mtf`` the MTF is applied to the Poisson-sampled counts
+   instead (charge spreading after detection: coloured noise with power ~ MTF²); the expected
+   counts (clean frames) are the same either way.
 """
 
 from __future__ import annotations
@@ -370,6 +372,13 @@ def simulate_movie(
 
     def record(j: int, exp_hr: torch.Tensor, exp_lr: torch.Tensor) -> None:
         """Poisson-sample frame j (HR, then LR: one generator, always in this order)."""
+        if config.noise_mtf:  # sample the unblurred expectation, then spread signal and noise
+            hr[j] = apply_mtf(detect(exp_hr, gen), mtf_hr, clamp=False)
+            lr[j] = apply_mtf(detect(exp_lr, gen), mtf_lr, clamp=False)
+            if clean_lr is not None and clean_hr_frames is not None:
+                clean_lr[j] = apply_mtf(exp_lr, mtf_lr)
+                clean_hr_frames[j] = apply_mtf(exp_hr, mtf_hr)
+            return
         hr[j] = detect(exp_hr, gen)
         lr[j] = detect(exp_lr, gen)
         if clean_lr is not None and clean_hr_frames is not None:
@@ -391,8 +400,12 @@ def simulate_movie(
             frame = buffers[j % len(buffers)]  # its previous user (frame j - 2) has been recorded
             irfft2(spec, (n_hr, n_hr), out=frame)
             frame.add_(offset).clamp_min_(0)
-            exp_hr = apply_mtf(frame, mtf_hr)
-            exp_lr = apply_mtf(downsample_counts(frame, config.bin_factor, config.lr_operator), mtf_lr)
+            if config.noise_mtf:  # the MTF follows the Poisson sampling (record)
+                exp_hr = frame
+                exp_lr = downsample_counts(frame, config.bin_factor, config.lr_operator)
+            else:
+                exp_hr = apply_mtf(frame, mtf_hr)
+                exp_lr = apply_mtf(downsample_counts(frame, config.bin_factor, config.lr_operator), mtf_lr)
             if pending is not None:
                 pending.result()
             if overlap:
