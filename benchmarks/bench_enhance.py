@@ -19,8 +19,9 @@ Topaz-Denoise (``topaz-em`` 0.3.20, ``unet_L2_v0.2.2.sav`` loaded into
 ``UDenoiseNet(base_width=11, top_width=5)``) sees the dose-weighted sum, standardised like
 ``topaz.denoise.Denoise._denoise`` does. It is optional (skipped when not installed). ``--zssr``
 adds the super-resolution engine's zssr output (2x), box-binned back to 1x. ``--frames-noise``
-adds the anchor and the movie window with the colour-correct noise estimate from even/odd frame
-sums (``cryosr enhance --noise-estimate frames``) next to the default (corner) rows.
+adds the anchor with the colour-correct noise estimate from even/odd frame sums, and the movie
+window with the noise estimate the weights were *not* trained with (``cryosr enhance
+--noise-estimate corner|frames``) next to the default rows (the weights' own estimate).
 
 ``--real MRC`` also runs cryosr enhance and Topaz on a real micrograph (2x binned first, as
 Topaz users do with small pixels), fits the CTF of each (``cryosr.core.evaluate.ctf_fit``, tile
@@ -158,12 +159,13 @@ def bench_project(
             out = enhance_movie(frames, model, EnhanceConfig(), shifts_yx_px=shifts, pixel_size_a=px,
                                 dose_per_frame=dose, voltage_kv=voltage)
             add(f"{WINDOW}{label}", out.image, time.perf_counter() - t0 + t_align)
-            if frames_noise:
+            if frames_noise:  # the estimate the weights were not trained with (the default row has theirs)
+                other = "corner" if model.config.noise == "frames" else "frames"
                 t0 = time.perf_counter()
-                out = enhance_movie(frames, model, EnhanceConfig(noise="frames"), shifts_yx_px=shifts, pixel_size_a=px,
+                out = enhance_movie(frames, model, EnhanceConfig(noise=other), shifts_yx_px=shifts, pixel_size_a=px,
                                     dose_per_frame=dose, voltage_kv=voltage)
-                add(f"cryosr enhance, movie window, noise from even/odd frames{label}", out.image,
-                    time.perf_counter() - t0 + t_align)
+                what = "noise from even/odd frames" if other == "frames" else "white corner noise level"
+                add(f"cryosr enhance, movie window, {what}{label}", out.image, time.perf_counter() - t0 + t_align)
             t0 = time.perf_counter()
             out = enhance_micrograph(dw, model, EnhanceConfig())
             add(f"{SINGLE}{label}", out.image, time.perf_counter() - t0 + t_dw)

@@ -353,3 +353,51 @@ def test_frames_noise_estimate_helps_the_anchor_on_coloured_noise():
     assert single.image.shape == frames.shape[-2:]
     with pytest.raises(InputError, match="noise-estimate"):
         EnhanceConfig(noise="white")
+
+
+def test_noise_estimate_is_part_of_the_architecture_and_the_inference_default():
+    """Weights record the anchor noise estimate they were trained with; inference uses it unless
+    told otherwise; checkpoints without it are ``corner``."""
+    d = EnhanceNetConfig(frames=3, channels=8, anchor="wiener", noise="frames").to_dict()
+    assert d["noise"] == "frames" and EnhanceNetConfig.from_dict(d).noise == "frames"
+    del d["noise"]
+    assert EnhanceNetConfig.from_dict(d).noise == "corner"
+    with pytest.raises(InputError, match="noise estimate"):
+        EnhanceNetConfig(anchor="wiener", noise="white")
+    with pytest.raises(InputError, match="wiener anchor"):
+        EnhanceNetConfig(anchor="mean", noise="frames")
+    gen = torch.Generator().manual_seed(13)
+    frames, _, _ = _coloured_movie(gen, 8, n=64)
+    zero = torch.zeros(8, 2)
+    for trained in ("corner", "frames"):
+        model = DSTNet(EnhanceNetConfig(frames=4, channels=8, anchor="wiener", noise=trained))
+        default = enhance_movie(frames, model, EnhanceConfig(tile=0), shifts_yx_px=zero)
+        assert default.info.get("noise_estimate", "corner") == trained
+        for asked in ("corner", "frames"):
+            out = enhance_movie(frames, model, EnhanceConfig(tile=0, noise=asked), shifts_yx_px=zero)
+            assert out.info.get("noise_estimate", "corner") == asked
+            if asked == trained:
+                torch.testing.assert_close(out.image, default.image)
+
+
+def test_training_anchor_uses_the_frames_estimate_for_windows_and_corner_for_one_frame():
+    """Like inference: movie windows get the even/odd frames estimate, one-frame batches the corner level."""
+    gen = torch.Generator().manual_seed(14)
+    frames, clean, _ = _coloured_movie(gen, 8, n=64)
+    clean_hr = torch.nn.functional.interpolate(clean[None, None], scale_factor=2, mode="nearest")[0, 0]
+    corner = make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0)
+    mv = make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0, noise="frames")
+    assert corner.anchor_single is None
+    window, mean_counts = group_frames(frames, 4)
+    expected = wiener_anchor(window.float().mean(0), noise_power=frames_noise_power(frames, mean_counts))
+    torch.testing.assert_close(mv.anchor, expected)
+    torch.testing.assert_close(mv.anchor_single, corner.anchor)
+    assert float((mv.anchor - corner.anchor).abs().mean()) > 1e-3  # coloured noise: the estimates differ
+    for p_single, ref in ((0.0, mv.anchor), (1.0, mv.anchor_single)):
+        g = torch.Generator().manual_seed(1)
+        win, _, anchor = sample_batch([mv], batch=2, patch=64, generator=g, p_single=p_single)
+        assert win.shape[1] == (1 if p_single else 4)
+        # a whole-movie patch, up to the random rotation and flip: the same values
+        torch.testing.assert_close(anchor.flatten(1).sort(1).values, ref.flatten().sort().values.expand(2, -1))
+    with pytest.raises(InputError, match="noise estimate"):
+        make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0, noise="white")

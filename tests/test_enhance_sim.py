@@ -55,6 +55,7 @@ def test_train_then_enhance_beats_the_plain_sum(project, tmp_path):
     assert meta["command"].startswith("cryosr train --data") and meta["training_pixel_size_a"] == [1.0, 1.0]
     payload = torch.load(model, map_location="cpu", weights_only=True)
     assert payload["config"]["frames"] == 3 and payload["config"]["dose_weighted"] is True
+    assert payload["config"]["noise"] == "corner" and "--noise-estimate" not in meta["command"]
 
     out = tmp_path / "out"
     shifts = project / "truth" / "movie_0002_shifts.star"
@@ -71,6 +72,30 @@ def test_train_then_enhance_beats_the_plain_sum(project, tmp_path):
     plain = fourier_shift(frames, -read_true_shifts(shifts)).sum(0)
     gain_db = psnr(enhanced / enhanced.mean(), truth) - psnr(plain / plain.mean(), truth)
     assert gain_db > 1.0
+
+
+def test_train_with_the_frames_noise_estimate_records_it(project, tmp_path):
+    """--noise-estimate frames needs the Wiener anchor, is stored with the weights and in the
+    command line, and is the enhance default for those weights."""
+    model = tmp_path / "f.pt"
+    args = ["train", "--data", str(project), "--out", str(model), "--epochs", "1", "--steps-per-epoch", "3",
+            "--batch", "2", "--patch", "32", "--frames", "3", "--channels", "8", "--device", "cpu",
+            "--dose-weighted", "--anchor", "wiener", "--noise-estimate", "frames"]
+    assert main(args) == 0
+    meta = json.loads(model.with_suffix(".json").read_text())
+    assert meta["architecture"]["noise"] == "frames" and "--noise-estimate frames" in meta["command"]
+    assert torch.load(model, map_location="cpu", weights_only=True)["config"]["noise"] == "frames"
+    assert main(["train", *args[1:-5], "--out", str(tmp_path / "m.pt"), "--noise-estimate", "frames"]) == 2
+    movie_path = project / "Movies" / "movie_0002.mrcs"
+    shifts = project / "truth" / "movie_0002_shifts.star"
+    images = {}
+    for extra in ([], ["--noise-estimate", "frames"], ["--noise-estimate", "corner"]):
+        out = tmp_path / f"out{len(images)}"
+        assert main(["enhance", str(movie_path), "--out", str(out), "--model", str(model), "--device", "cpu",
+                     "--shifts", str(shifts), *extra]) == 0
+        images[tuple(extra)] = read_micrograph(out / "movie_0002.mrc").data
+    torch.testing.assert_close(images[()], images[("--noise-estimate", "frames")])
+    assert not torch.equal(images[()], images[("--noise-estimate", "corner")])
 
 
 def test_shipped_weights_beat_the_plain_and_dose_weighted_sums(project, tmp_path):

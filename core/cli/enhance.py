@@ -78,9 +78,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--voltage", type=float, default=300.0, help="kV (dose weighting)")
     parser.add_argument("--tile", type=int, default=512, help="tile edge in input pixels (0 = whole image)")
-    parser.add_argument("--noise-estimate", choices=NOISE_ESTIMATES, default=EnhanceConfig().noise,
+    parser.add_argument("--noise-estimate", choices=NOISE_ESTIMATES, default=None,
                         help="Wiener anchor noise for movies: corner (white, outer corner of the spectrum) or frames "
-                        "(per ring from even/odd frame sums, colour-correct); micrographs always use corner")
+                        "(per ring from even/odd frame sums, colour-correct); default: the one the weights were "
+                        "trained with (recorded in the checkpoint; corner if none); micrographs always use corner")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 

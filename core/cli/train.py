@@ -17,7 +17,7 @@ from pathlib import Path
 from cryosr.core import __version__
 from cryosr.core.device import resolve_device
 from cryosr.core.enhance.dataset import load_sim_projects
-from cryosr.core.enhance.model import ANCHORS, EnhanceNetConfig
+from cryosr.core.enhance.model import ANCHORS, NOISE_ESTIMATES, EnhanceNetConfig
 from cryosr.core.enhance.training import TrainConfig, train_enhancer
 from cryosr.core.errors import InputError
 from cryosr.core.io.checkpoint import save_checkpoint
@@ -39,6 +39,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", type=int, default=0, help="2x-downsampling levels of the multi-scale body (0-4)")
     parser.add_argument("--anchor", default="mean", choices=ANCHORS,
                         help="residual over the frame mean or its spectral Wiener estimate")
+    parser.add_argument(
+        "--noise-estimate", choices=NOISE_ESTIMATES, default="corner",
+        help="noise level of the Wiener anchor of movie windows: corner (white) or frames (even/odd frame sums); "
+        "one-frame batches always use corner; recorded in the checkpoint as the default for cryosr enhance",
+    )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ffl-weight", type=float, default=0.1, help="weight of the focal frequency loss")
     parser.add_argument("--p-single", type=float, default=0.2, help="fraction of one-frame (micrograph) batches")
@@ -57,7 +62,10 @@ def command_line(args: argparse.Namespace) -> str:
     for name in ("epochs", "steps_per_epoch", "batch", "patch", "frames", "channels", "levels", "lr", "ffl_weight",
                  "p_single", "seed"):
         parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    parts += ["--anchor", args.anchor, "--scale", *map(str, args.scale), "--device", args.device]
+    parts += ["--anchor", args.anchor]
+    if args.noise_estimate != "corner":
+        parts += ["--noise-estimate", args.noise_estimate]
+    parts += ["--scale", *map(str, args.scale), "--device", args.device]
     if args.dose_weighted:
         parts.append("--dose-weighted")
     return shlex.join(parts)
@@ -67,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     """Read the projects, train, write the checkpoint."""
     net_config = EnhanceNetConfig(
         frames=args.frames, channels=args.channels, levels=args.levels, anchor=args.anchor, scales=tuple(args.scale),
-        dose_weighted=args.dose_weighted,
+        dose_weighted=args.dose_weighted, noise=args.noise_estimate,
     )
     train_config = TrainConfig(
         epochs=args.epochs,
@@ -88,7 +96,8 @@ def main(args: argparse.Namespace) -> int:
                 raise InputError(p, "exists already (pass --overwrite to replace it)")
     device = resolve_device(args.device)
     movies, data_info = load_sim_projects(
-        args.data, n_groups=net_config.frames, keep_hr=2 in net_config.scales, dose_weighted=net_config.dose_weighted
+        args.data, n_groups=net_config.frames, keep_hr=2 in net_config.scales, dose_weighted=net_config.dose_weighted,
+        noise=net_config.noise,
     )
     logger.info("training on %d movies from %d projects", len(movies), len(args.data))
     result = train_enhancer(movies, net_config, train_config, device=device)

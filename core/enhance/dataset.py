@@ -12,6 +12,11 @@ its clean targets normalised to mean 1:
 ``sample_batch`` draws random patches with random 90-degree rotations and flips. With
 probability ``p_single`` a whole batch uses a one-frame window (the mean of the groups), so the
 same network also enhances single micrographs.
+
+The Wiener anchor of a movie window uses the noise estimate the network is trained for
+(``noise``: ``corner`` or ``frames``, ``cryosr.core.enhance.infer.frames_noise_power`` of the
+aligned frames), like inference; a one-frame window always gets the corner-level anchor, like a
+micrograph at inference.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from cryosr.core.enhance.infer import group_frames
+from cryosr.core.enhance.infer import frames_noise_power, group_frames
 from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import bin_sum
@@ -52,9 +57,12 @@ class TrainingMovie:
         LR pixel size in Å.
     anchor : torch.Tensor | None
         `(h, w)` Wiener anchor of the window mean (``wiener_anchor``), computed on the whole movie
-        like inference does; the same for the one-frame window (the mean of the groups).
+        like inference does, with the movie's noise estimate.
     name : str
         Where it came from (for logs).
+    anchor_single : torch.Tensor | None
+        `(h, w)` anchor of the one-frame window (the mean of the groups) with the corner noise
+        level, as a micrograph gets at inference; None: the same as ``anchor``.
     """
 
     window: torch.Tensor
@@ -63,6 +71,7 @@ class TrainingMovie:
     pixel_size_a: float
     anchor: torch.Tensor | None = None
     name: str = ""
+    anchor_single: torch.Tensor | None = None
 
 
 def make_training_movie(
@@ -75,6 +84,7 @@ def make_training_movie(
     keep_hr: bool = False,
     dose_per_frame: float | None = None,
     voltage_kv: float = 300.0,
+    noise: str = "corner",
     name: str = "",
 ) -> TrainingMovie:
     """Align, group and normalise a simulated movie and its clean truth.
@@ -98,6 +108,9 @@ def make_training_movie(
         e/Å² per frame: build dose-weighted groups (``group_frames``); None: plain groups.
     voltage_kv : float
         Acceleration voltage (dose weighting).
+    noise : str
+        Noise estimate of the movie window's Wiener anchor: ``corner`` or ``frames`` (even/odd
+        frame sums of the aligned frames, ``frames_noise_power``, as ``enhance_movie`` does).
     name : str
         Label for logs.
 
@@ -111,20 +124,29 @@ def make_training_movie(
     aligned = frames if shifts_yx_px is None else fourier_shift(frames, -shifts_yx_px.to(frames.dtype))
     dose_kw = {} if dose_per_frame is None else {
         "dose_per_frame": dose_per_frame, "pixel_size_a": pixel_size_a, "voltage_kv": voltage_kv}
-    window, _ = group_frames(aligned, n_groups, **dose_kw)
+    window, mean_counts = group_frames(aligned, n_groups, **dose_kw)
     clean_hr = clean_hr.to(torch.float32)
     target1 = bin_sum(clean_hr, 2) / 4
     mean = float(target1.mean())
     if not mean > 0:
         raise InputError(name or None, "clean truth has a non-positive mean")
     window = window.float()
+    anchor_single = wiener_anchor(window.mean(0))
+    anchor = anchor_single
+    if noise == "frames":
+        noise_power = frames_noise_power(aligned, mean_counts, **dose_kw)
+        if noise_power is not None:
+            anchor = wiener_anchor(window.mean(0), noise_power=noise_power)
+    elif noise != "corner":
+        raise InputError(None, f"unknown noise estimate {noise!r}")
     return TrainingMovie(
         window=window,
         target1=target1 / mean,
         target2=clean_hr / mean if keep_hr else None,
         pixel_size_a=float(pixel_size_a),
-        anchor=wiener_anchor(window.mean(0)),
+        anchor=anchor,
         name=name,
+        anchor_single=None if anchor is anchor_single else anchor_single,
     )
 
 
@@ -166,7 +188,8 @@ def sample_batch(
     targets : dict[int, torch.Tensor]
         Scale -> `(batch, patch * scale, patch * scale)`.
     anchor : torch.Tensor
-        `(batch, patch, patch)` Wiener anchors (of the whole movies, cut like the windows).
+        `(batch, patch, patch)` Wiener anchors (of the whole movies, cut like the windows; the
+        corner-level ``anchor_single`` for a one-frame batch).
     """
     single = bool(torch.rand((), generator=generator) < p_single)
     wins, anchors, tg = [], [], {s: [] for s in scales}
@@ -183,7 +206,9 @@ def sample_batch(
         if single:
             win = win.mean(0, keepdim=True)
         wins.append(_augment(win, k, flip))
-        anchor = mv.anchor if mv.anchor is not None else wiener_anchor(mv.window.mean(0))
+        anchor = mv.anchor_single if single and mv.anchor_single is not None else mv.anchor
+        if anchor is None:
+            anchor = wiener_anchor(mv.window.mean(0))
         anchors.append(_augment(anchor[y0 : y0 + patch, x0 : x0 + patch], k, flip))
         for s in scales:
             target = mv.target1 if s == 1 else mv.target2
@@ -194,7 +219,7 @@ def sample_batch(
 
 
 def load_sim_projects(
-    dirs: list[Path], *, n_groups: int, keep_hr: bool = False, dose_weighted: bool = False
+    dirs: list[Path], *, n_groups: int, keep_hr: bool = False, dose_weighted: bool = False, noise: str = "corner"
 ) -> tuple[list[TrainingMovie], list[dict]]:
     """Read ``cryosr simulate`` projects as training movies.
 
@@ -212,6 +237,8 @@ def load_sim_projects(
         Keep the HR targets (2x head).
     dose_weighted : bool
         Dose-weight the frame groups with the project's ``dose_per_frame`` and ``voltage_kv``.
+    noise : str
+        Noise estimate of the movie windows' Wiener anchors (``make_training_movie``).
 
     Returns
     -------
@@ -257,11 +284,11 @@ def load_sim_projects(
             movies.append(
                 make_training_movie(
                     movie.frames, read_micrograph(clean).data, n_groups=n_groups, pixel_size_a=px,
-                    shifts_yx_px=shifts, keep_hr=keep_hr, name=str(path), **dose_kw,
+                    shifts_yx_px=shifts, keep_hr=keep_hr, noise=noise, name=str(path), **dose_kw,
                 )
             )
         keys = ("size", "pixel_size_a", "dose_per_frame", "frames", "particles", "defocus_min_a", "defocus_max_a",
-                "ice_thickness_a", "energy_filter", "voltage_kv", "mtf_name", "motion", "seed", "model")
+                "ice_thickness_a", "energy_filter", "voltage_kv", "mtf_name", "noise_mtf", "motion", "seed", "model")
         summary = {k: flat[k] for k in keys if k in flat}
         if "model" in params and "model" not in summary:
             summary["model"] = params["model"]

@@ -20,7 +20,7 @@ import torch
 
 from cryosr.core.device import inference_autocast, to_channels_last
 from cryosr.core.dose import cumulative_dose, dose_filter
-from cryosr.core.enhance.model import DSTNet
+from cryosr.core.enhance.model import NOISE_ESTIMATES, DSTNet
 from cryosr.core.enhance.prefilter import halves_noise_power, wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.shifts import fourier_shift
@@ -41,10 +41,6 @@ __all__ = [
 ]
 
 
-#: Noise estimates of the Wiener anchor (``EnhanceConfig.noise``).
-NOISE_ESTIMATES = ("corner", "frames")
-
-
 @dataclass(frozen=True)
 class EnhanceConfig:
     """Inference options.
@@ -59,17 +55,18 @@ class EnhanceConfig:
         Context pixels added around each tile and cropped off again; None: the network's
         receptive-field radius (``EnhanceNetConfig.receptive_radius_px``), so the tiled result
         equals the untiled one.
-    noise : str
+    noise : str | None
         Noise level of the Wiener anchor for movies: ``corner`` (white, from the outer corner of
         the window mean's spectrum) or ``frames`` (per ring, from the aligned sums of even and
-        odd frames, ``frames_noise_power``; colour-correct). Single micrographs always use
+        odd frames, ``frames_noise_power``; colour-correct); None (default): the estimate the
+        weights were trained with (``EnhanceNetConfig.noise``). Single micrographs always use
         ``corner``.
     """
 
     scale: int = 1
     tile: int = 512
     margin: int | None = None
-    noise: str = "corner"
+    noise: str | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2):
@@ -78,7 +75,7 @@ class EnhanceConfig:
             raise InputError(None, f"--tile must be 0 (off) or >= 16, got {self.tile}")
         if self.margin is not None and self.margin < 0:
             raise InputError(None, f"margin must be >= 0, got {self.margin}")
-        if self.noise not in NOISE_ESTIMATES:
+        if self.noise is not None and self.noise not in NOISE_ESTIMATES:
             raise InputError(None, f"--noise-estimate must be one of {', '.join(NOISE_ESTIMATES)}, got {self.noise!r}")
 
 
@@ -356,9 +353,10 @@ def enhance_movie(
     Returns
     -------
     result : EnhanceResult
-        ``info`` says whether and with which dose the window was dose-weighted, and, when
-        ``config.noise`` is not ``corner``, which noise estimate the anchor used
-        (``noise_estimate``; ``corner`` for one-frame movies or a mean-anchored model).
+        ``info`` says whether and with which dose the window was dose-weighted, and, when the
+        noise estimate asked for (``config.noise``, else the model's ``config.noise``) is not
+        ``corner``, which one the anchor used (``noise_estimate``; ``corner`` for one-frame
+        movies or a mean-anchored model).
     """
     if frames.ndim != 3:
         raise InputError(None, f"expected a (frames, y, x) movie, got shape {tuple(frames.shape)}")
@@ -390,10 +388,11 @@ def enhance_movie(
                        "voltage_kv": voltage_kv, "pre_exposure": pre_exposure}  # fmt: skip
             info = {"dose_weighted": True, "dose_per_frame": float(dose_per_frame)}
     window, mean_counts = group_frames(aligned, model.config.frames, **dose_kw)
+    noise = config.noise or model.config.noise
     noise_power = None
-    if config.noise == "frames" and model.config.anchor == "wiener":
+    if noise == "frames" and model.config.anchor == "wiener":
         noise_power = frames_noise_power(aligned, mean_counts, **dose_kw)
-    if config.noise != "corner":  # the default adds nothing to info
+    if noise != "corner":  # corner adds nothing to info
         info["noise_estimate"] = "frames" if noise_power is not None else "corner"
     out = run_network(model, window, config, noise_power=noise_power)
     seconds["network"] = time.perf_counter() - t0

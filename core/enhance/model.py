@@ -28,10 +28,13 @@ from torch import nn
 from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.errors import InputError
 
-__all__ = ["ANCHORS", "DSTNet", "EnhanceNetConfig"]
+__all__ = ["ANCHORS", "NOISE_ESTIMATES", "DSTNet", "EnhanceNetConfig"]
 
 #: What the network's output is a residual over.
 ANCHORS = ("mean", "wiener")
+
+#: Noise estimates of the Wiener anchor for movie windows (``cryosr.core.enhance.infer``).
+NOISE_ESTIMATES = ("corner", "frames")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,12 @@ class EnhanceNetConfig:
         The window's frame groups are exposure-weighted so they add up to the dose-weighted sum
         (``cryosr.core.enhance.infer.group_frames``); an input convention stored with the weights
         so inference prepares movies the way training did.
+    noise : str
+        Noise estimate of the Wiener anchor for movie windows the weights were trained with:
+        ``corner`` (white level from the outer corner of the spectrum) or ``frames`` (per ring
+        from even/odd frame sums, ``cryosr.core.enhance.infer.frames_noise_power``); one-frame
+        windows (micrographs) always use ``corner``. An input convention like ``dose_weighted``:
+        inference uses it by default. Checkpoints without it are ``corner``.
     """
 
     frames: int = 5
@@ -73,6 +82,7 @@ class EnhanceNetConfig:
     levels: int = 0
     anchor: str = "mean"
     dose_weighted: bool = False
+    noise: str = "corner"
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -83,6 +93,10 @@ class EnhanceNetConfig:
             raise InputError(None, "block counts must be >= 0")
         if self.anchor not in ANCHORS:
             raise InputError(None, f"anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
+        if self.noise not in NOISE_ESTIMATES:
+            raise InputError(None, f"noise estimate must be one of {', '.join(NOISE_ESTIMATES)}, got {self.noise!r}")
+        if self.noise != "corner" and self.anchor != "wiener":
+            raise InputError(None, f"the {self.noise!r} noise estimate needs the wiener anchor")
         if not 0 <= self.levels <= 4:
             raise InputError(None, f"--levels must be 0-4, got {self.levels}")
         scales = tuple(sorted({int(s) for s in self.scales}))
