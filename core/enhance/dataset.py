@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from cryosr.core.enhance.infer import frames_noise_power, group_frames
+from cryosr.core.enhance.infer import window_and_noise
 from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import bin_sum
@@ -124,7 +124,9 @@ def make_training_movie(
     aligned = frames if shifts_yx_px is None else fourier_shift(frames, -shifts_yx_px.to(frames.dtype))
     dose_kw = {} if dose_per_frame is None else {
         "dose_per_frame": dose_per_frame, "pixel_size_a": pixel_size_a, "voltage_kv": voltage_kv}
-    window, mean_counts = group_frames(aligned, n_groups, **dose_kw)
+    if noise not in ("corner", "frames"):
+        raise InputError(None, f"unknown noise estimate {noise!r}")
+    window, _, noise_power = window_and_noise(aligned, n_groups, noise=noise == "frames", **dose_kw)
     clean_hr = clean_hr.to(torch.float32)
     target1 = bin_sum(clean_hr, 2) / 4
     mean = float(target1.mean())
@@ -133,12 +135,8 @@ def make_training_movie(
     window = window.float()
     anchor_single = wiener_anchor(window.mean(0))
     anchor = anchor_single
-    if noise == "frames":
-        noise_power = frames_noise_power(aligned, mean_counts, **dose_kw)
-        if noise_power is not None:
-            anchor = wiener_anchor(window.mean(0), noise_power=noise_power)
-    elif noise != "corner":
-        raise InputError(None, f"unknown noise estimate {noise!r}")
+    if noise_power is not None:
+        anchor = wiener_anchor(window.mean(0), noise_power=noise_power)
     return TrainingMovie(
         window=window,
         target1=target1 / mean,

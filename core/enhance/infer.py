@@ -21,7 +21,7 @@ import torch
 from cryosr.core.device import inference_autocast, to_channels_last
 from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.enhance.model import NOISE_ESTIMATES, DSTNet
-from cryosr.core.enhance.prefilter import halves_noise_power, wiener_anchor
+from cryosr.core.enhance.prefilter import halves_noise_power, spectrum_noise_power, wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.engine import estimate_shifts
@@ -38,6 +38,7 @@ __all__ = [
     "group_frames",
     "normalise_micrograph",
     "run_network",
+    "window_and_noise",
 ]
 
 
@@ -142,29 +143,11 @@ def group_frames(
     mean_counts : float
         Mean counts per pixel per frame (the normalisation constant).
     """
-    t, h, w = aligned.shape
-    if n_groups > t:
-        raise InputError(None, f"the model's window of {n_groups} frames is larger than the movie ({t} frames)")
-    mean_counts = float(aligned.mean())
-    if not mean_counts > 0:
-        raise InputError(None, f"movie mean is {mean_counts:g}: enhancement needs count-scaled (positive) frames")
-    bounds = [len(g) for g in torch.tensor_split(torch.arange(t), n_groups)]
-    if dose_per_frame is None:
-        groups = torch.stack([g.sum(0) for g in torch.split(aligned, bounds, dim=0)]) * (n_groups / t)
-        return groups / mean_counts, mean_counts
-    if not (dose_per_frame > 0 and pixel_size_a is not None and pixel_size_a > 0):
-        raise InputError(None, f"dose weighting needs a positive dose per frame and pixel size, got {dose_per_frame}, {pixel_size_a}")
-    real = torch.float64 if aligned.dtype == torch.float64 else torch.float32
-    dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=aligned.device)
-    q = dose_filter((h, w), dose, pixel_size_a, voltage_kv=voltage_kv).to(real)  # (t, h, w//2+1)
-    norm = torch.sqrt(t / (q**2).sum(0)) * (n_groups / t)
-    groups = []
-    start = 0
-    for size in bounds:
-        spec = (torch.fft.rfft2(aligned[start : start + size].to(real)) * q[start : start + size]).sum(0)
-        groups.append(torch.fft.irfft2(spec * norm, s=(h, w)).to(aligned.dtype))
-        start += size
-    return torch.stack(groups) / mean_counts, mean_counts
+    window, mean_counts, _ = window_and_noise(
+        aligned, n_groups, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, voltage_kv=voltage_kv,
+        pre_exposure=pre_exposure,
+    )  # fmt: skip
+    return window, mean_counts
 
 
 def frames_noise_power(
@@ -185,7 +168,8 @@ def frames_noise_power(
     (``halves_noise_power``), whatever its colour. With an odd number of frames the last (most
     damaged) frame is left out of both halves and the power scaled per frequency by
     ``sum_all q_i² / sum_used q_i²`` (``q = 1`` without dose weighting): equal noise per frame.
-    Everything is divided by ``t x mean_counts`` like the window mean.
+    Everything is divided by ``t x mean_counts`` like the window mean. ``window_and_noise`` gives
+    this and the window from one pass over the frames.
 
     Parameters
     ----------
@@ -203,24 +187,100 @@ def frames_noise_power(
     noise : torch.Tensor | None
         `(n_rings,)` float64 (``ring_index`` of `(h, w)`), or None for fewer than 2 frames.
     """
+    _, noise = _frame_sums(
+        aligned, None, mean_counts, noise=True, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a,
+        voltage_kv=voltage_kv, pre_exposure=pre_exposure, half_width=half_width,
+    )  # fmt: skip
+    return noise
+
+
+def window_and_noise(
+    aligned: torch.Tensor,
+    n_groups: int,
+    *,
+    noise: bool = False,
+    dose_per_frame: float | None = None,
+    pixel_size_a: float | None = None,
+    voltage_kv: float = 300.0,
+    pre_exposure: float = 0.0,
+    half_width: int = 4,
+) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+    """``group_frames`` and, with ``noise``, ``frames_noise_power``, from one pass over the frames.
+
+    Each frame is transformed and exposure-filtered once; its spectrum goes into its group and into
+    the even or odd half (the exposure filters are computed once too).
+
+    Returns
+    -------
+    window : torch.Tensor
+        `(n_groups, h, w)` as ``group_frames``.
+    mean_counts : float
+        As ``group_frames``.
+    noise_power : torch.Tensor | None
+        ``frames_noise_power`` of the movie (None without ``noise`` or for fewer than 2 frames).
+    """
+    t = aligned.shape[0]
+    if n_groups > t:
+        raise InputError(None, f"the model's window of {n_groups} frames is larger than the movie ({t} frames)")
+    mean_counts = float(aligned.mean())
+    if not mean_counts > 0:
+        raise InputError(None, f"movie mean is {mean_counts:g}: enhancement needs count-scaled (positive) frames")
+    window, noise_power = _frame_sums(
+        aligned, n_groups, mean_counts, noise=noise, dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a,
+        voltage_kv=voltage_kv, pre_exposure=pre_exposure, half_width=half_width,
+    )  # fmt: skip
+    return window, mean_counts, noise_power
+
+
+def _frame_sums(
+    aligned: torch.Tensor,
+    n_groups: int | None,
+    mean_counts: float,
+    *,
+    noise: bool,
+    dose_per_frame: float | None,
+    pixel_size_a: float | None,
+    voltage_kv: float,
+    pre_exposure: float,
+    half_width: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Group sums (``n_groups``; None: none) and even/odd noise power (``noise``) of aligned frames."""
     t, h, w = aligned.shape
-    if t < 2:
-        return None
-    used = t - t % 2
-    real = torch.float64
+    noise = noise and t >= 2
+    used = t - t % 2  # an odd last frame is left out of both halves
+    bounds = [len(g) for g in torch.tensor_split(torch.arange(t), n_groups or max(1, t // 8))]
     if dose_per_frame is None:
-        q = torch.ones(t, 1, 1, dtype=real, device=aligned.device)
-    else:
-        dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=aligned.device)
-        q = dose_filter((h, w), dose, pixel_size_a, voltage_kv=voltage_kv).to(real)
-    q2 = q**2
-    norm = torch.sqrt(t / q2.sum(0))  # group_frames' movie normalisation (1 without weighting)
-    halves = []
-    for start in (0, 1):
-        spec = (torch.fft.rfft2(aligned[start:used:2].to(real)) * q[start:used:2]).sum(0)
-        halves.append(torch.fft.irfft2(spec * norm, s=(h, w)) / (t * mean_counts))
-    scale = q2.sum(0) / q2[:used].sum(0)
-    return halves_noise_power(halves[0], halves[1], scale=scale, half_width=half_width)
+        groups = None
+        if n_groups is not None:
+            groups = torch.stack([g.sum(0) for g in torch.split(aligned, bounds, dim=0)]) * (n_groups / t)
+            groups = groups / mean_counts
+        if not noise:
+            return groups, None
+        halves = [aligned[start:used:2].sum(0, dtype=torch.float64) / (t * mean_counts) for start in (0, 1)]
+        return groups, halves_noise_power(halves[0], halves[1], scale=t / used, half_width=half_width)
+    if not (dose_per_frame > 0 and pixel_size_a is not None and pixel_size_a > 0):
+        raise InputError(None, f"dose weighting needs a positive dose per frame and pixel size, got {dose_per_frame}, {pixel_size_a}")
+    real = torch.float64 if aligned.dtype == torch.float64 else torch.float32
+    dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=aligned.device)
+    q = dose_filter((h, w), dose, pixel_size_a, voltage_kv=voltage_kv).to(real)  # (t, h, w//2+1)
+    norm = torch.sqrt(t / (q**2).sum(0))
+    groups, halves = [], [torch.zeros(h, w // 2 + 1, dtype=torch.complex128, device=aligned.device) for _ in (0, 1)]
+    start = 0
+    for size in bounds:
+        spec = torch.fft.rfft2(aligned[start : start + size].to(real)) * q[start : start + size]
+        if n_groups is not None:
+            groups.append(torch.fft.irfft2(spec.sum(0) * (norm * (n_groups / t)), s=(h, w)).to(aligned.dtype))
+        if noise:  # frame by frame in float64, so the sums do not depend on the grouping
+            for i in range(start, min(start + size, used)):
+                halves[i % 2] += spec[i - start].to(torch.complex128)
+        start += size
+        del spec
+    window = torch.stack(groups) / mean_counts if n_groups is not None else None
+    if not noise:
+        return window, None
+    q2 = q.to(torch.float64) ** 2
+    diff = (halves[0] - halves[1]) * torch.sqrt(t / q2.sum(0)) / (t * mean_counts)
+    return window, spectrum_noise_power(diff, scale=q2.sum(0) / q2[:used].sum(0), half_width=half_width, width=w)
 
 
 def estimate_dose_per_frame(mean_counts: float, pixel_size_a: float) -> float:
@@ -387,11 +447,10 @@ def enhance_movie(
             dose_kw = {"dose_per_frame": dose_per_frame, "pixel_size_a": pixel_size_a,
                        "voltage_kv": voltage_kv, "pre_exposure": pre_exposure}  # fmt: skip
             info = {"dose_weighted": True, "dose_per_frame": float(dose_per_frame)}
-    window, mean_counts = group_frames(aligned, model.config.frames, **dose_kw)
     noise = config.noise or model.config.noise
-    noise_power = None
-    if noise == "frames" and model.config.anchor == "wiener":
-        noise_power = frames_noise_power(aligned, mean_counts, **dose_kw)
+    window, mean_counts, noise_power = window_and_noise(
+        aligned, model.config.frames, noise=noise == "frames" and model.config.anchor == "wiener", **dose_kw
+    )
     if noise != "corner":  # corner adds nothing to info
         info["noise_estimate"] = "frames" if noise_power is not None else "corner"
     out = run_network(model, window, config, noise_power=noise_power)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["halves_noise_power", "ring_index", "ring_mean", "smooth_rings", "wiener_anchor"]
+__all__ = ["halves_noise_power", "ring_index", "ring_mean", "smooth_rings", "spectrum_noise_power", "wiener_anchor"]
 
 
 def ring_index(shape: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
@@ -94,10 +94,21 @@ def halves_noise_power(
         `(n_rings,)` float64 noise power per ring (``ring_index`` of the image shape), in the
         units of ``|rfft2|²`` that ``wiener_anchor`` uses.
     """
-    h, w = even_sum.shape[-2:]
     diff = torch.fft.rfft2(even_sum.to(torch.float64) - odd_sum.to(torch.float64))
+    return spectrum_noise_power(diff, scale=scale, half_width=half_width, width=even_sum.shape[-1])
+
+
+def spectrum_noise_power(
+    diff: torch.Tensor, *, scale: torch.Tensor | float = 1.0, half_width: int = 4, width: int | None = None
+) -> torch.Tensor:
+    """``halves_noise_power`` from the rfft2 `(h, w // 2 + 1)` of ``even_sum - odd_sum``.
+
+    ``width`` is the image width ``w`` (default ``2 * (columns - 1)``, an even width).
+    """
+    h = diff.shape[-2]
+    w = width if width is not None else 2 * (diff.shape[-1] - 1)
     power = (diff.real**2 + diff.imag**2) * scale
-    return smooth_rings(ring_mean(power, ring_index((h, w), even_sum.device)), half_width)
+    return smooth_rings(ring_mean(power, ring_index((h, w), diff.device)), half_width)
 
 
 def wiener_anchor(
