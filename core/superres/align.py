@@ -114,16 +114,19 @@ def peak_significance_threshold(h: int, w: int) -> float:
     return math.sqrt(2 * math.log(h * w))
 
 
-def _peak_z(cross: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """`(c,)` height of each correlation map's maximum above its mean, in standard deviations."""
-    cc = torch.fft.irfft2(cross, s=(h, w)).flatten(1).to(torch.float64)
-    return (cc.max(1).values - cc.mean(1)) / cc.std(1).clamp_min(1e-300)
+def _integer_peak(
+    cross: torch.Tensor, centre: torch.Tensor, radius: float, h: int, w: int, peak_z: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Integer argmax `(c, 2)` of the cross-correlation within ``radius`` px of ``centre`` (per axis).
 
-
-def _integer_peak(cross: torch.Tensor, centre: torch.Tensor, radius: float, h: int, w: int) -> torch.Tensor:
-    """Integer argmax `(c, 2)` of the cross-correlation within ``radius`` px of ``centre`` (per axis)."""
+    ``peak_z`` `(c,)`, when given, receives the height of each whole map's maximum above its mean,
+    in standard deviations of the map.
+    """
     dev = cross.device
     cc = torch.fft.irfft2(cross, s=(h, w))
+    if peak_z is not None:
+        flat = cc.flatten(1).to(torch.float64)
+        peak_z.copy_((flat.max(1).values - flat.mean(1)) / flat.std(1).clamp_min(1e-300))
     c = centre.round().long()
     ry, rx = min(int(radius), h // 2), min(int(radius), w // 2)
     oy = torch.arange(-ry, ry + 1, device=dev)
@@ -367,9 +370,7 @@ def estimate_shifts(
             del ext
             cross = raw * (total[None] - aligned).conj() * lowpass
             del raw, aligned
-            if it == 0:
-                peak_z[a:b] = _peak_z(cross, h, w)
-            start = _integer_peak(cross, shifts[a:b], max_shift if it == 0 else 3.0, h, w)
+            start = _integer_peak(cross, shifts[a:b], max_shift if it == 0 else 3.0, h, w, peak_z[a:b] if it == 0 else None)
             new[a:b] = _refine(cross, start, ky, kx, wgt, newton_steps)
             del cross
         if it == 0:
