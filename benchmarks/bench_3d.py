@@ -55,8 +55,8 @@ from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.evaluate.fsc import fsc_against, match_map, soft_sphere_mask
 from cryosr.core.io import read_micrograph, read_movie, read_star, write_mrc, write_star
 from cryosr.core.io.mrc import read_volume
-from cryosr.core.io.sim_project import read_true_shifts
 from cryosr.core.shifts import cross_correlation_shift, fourier_shift
+from cryosr.core.simulate.project import read_true_shifts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO.parent / "shared" / "data" / "real" / "models" / "atomic" / "6z6u_human_apoferritin_1.25A.pdb"

@@ -24,7 +24,7 @@ window with the noise estimate the weights were *not* trained with (``cryosr enh
 --noise-estimate corner|frames``) next to the default rows (the weights' own estimate).
 
 ``--real MRC`` also runs cryosr enhance and Topaz on a real micrograph (2x binned first, as
-Topaz users do with small pixels), fits the CTF of each (``cryosr.core.evaluate.ctf_fit``, tile
+Topaz users do with small pixels), fits the CTF of each (``cryosr.core.ctf.fit``, tile
 512) and saves a before/after PNG panel with power spectra.
 
 Usage::
@@ -51,7 +51,9 @@ from pathlib import Path
 
 import torch
 
+from cryosr.core.align import estimate_shifts
 from cryosr.core.dose import dose_weighted_sum
+from cryosr.core.enhance.checkpoint import load_checkpoint
 from cryosr.core.enhance.dataset import read_true_shifts
 from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie, frames_noise_power
 from cryosr.core.enhance.prefilter import wiener_anchor
@@ -59,9 +61,7 @@ from cryosr.core.evaluate.frc import frc_band
 from cryosr.core.evaluate.metrics import psnr
 from cryosr.core.fourier import bin_sum
 from cryosr.core.io import read_micrograph, read_movie
-from cryosr.core.io.checkpoint import load_checkpoint
 from cryosr.core.shifts import fourier_shift
-from cryosr.core.superres.engine import estimate_shifts
 
 BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0))
 WINDOW = "cryosr enhance, movie window"
@@ -174,7 +174,7 @@ def bench_project(
             add("Topaz-Denoise unet_L2 v0.2.2 (on the dose-weighted sum)", topaz_denoise(topaz_net, dw),
                 time.perf_counter() - t0 + t_dw)
         if zssr:
-            from cryosr.core.superres.engine import SuperresConfig, run_superres
+            from cryosr.core.superres.reconstruct import SuperresConfig, run_superres
 
             t0 = time.perf_counter()
             sr = run_superres(frames, pixel_size_a=px, dose_per_frame=dose,
@@ -190,7 +190,7 @@ def real_panels(path: Path, models: dict, topaz_net, png_dir: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cryosr.core.evaluate.ctf_fit import CtfFitConfig, fit_ctf
+    from cryosr.core.ctf.fit import CtfFitConfig, fit_ctf
 
     mic = read_micrograph(path)
     image = bin_sum(mic.data, 2) / 4

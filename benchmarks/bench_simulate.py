@@ -24,8 +24,8 @@ import time
 import torch
 
 from cryosr.core.device import resolve_device
-from cryosr.core.io.model import load_default_model
 from cryosr.core.simulate import SimulationConfig, simulate_movie
+from cryosr.core.simulate.model_io import load_default_model
 
 
 def _time(model, size: int, frames: int, device: torch.device, repeats: int) -> tuple[float, float]:

@@ -34,15 +34,15 @@ from pathlib import Path
 
 import torch
 
+from cryosr.core.align import estimate_shifts
 from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.evaluate.frc import band_ring_frc, frc_band, frequency_grid, ssnr_from_frc
 from cryosr.core.evaluate.metrics import affine_fit, psnr
 from cryosr.core.io import read_micrograph, read_movie
-from cryosr.core.io.sim_project import read_true_shifts
 from cryosr.core.shifts import fourier_shift
-from cryosr.core.superres.align import estimate_shifts
-from cryosr.core.superres.engine import SuperresConfig, load_zssr_weights, run_superres
+from cryosr.core.simulate.project import read_true_shifts
+from cryosr.core.superres.reconstruct import SuperresConfig, load_zssr_weights, run_superres
 
 HR_ROW = "HR movie (true shifts)"
 LIMIT_ROW = "limit: HR movie SSNR x 2x2-pixel transfer² (alias-free)"

@@ -4,11 +4,11 @@ Tables (markdown, with the date, load average and thread count of the run):
 
 1. Sizes: each movie size runs in a fresh process (so ``ru_maxrss`` is that size's peak). A
    synthetic drifting Poisson movie is written by one process (not timed), then a second process
-   runs ``process_movie`` on it ``--repeats`` times (median seconds per stage).
+   runs ``process_superres`` on it ``--repeats`` times (median seconds per stage).
 2. Prefetch: ``--prefetch-movies`` movies with known shifts (the RELION-adapter path, where reading
    is the largest share), evicted from the page cache (``posix_fadvise``) before each run, through
    the in-process loop with and without the reader thread.
-3. Dask workers (``--workers N``): the same movies through ``run_movie_tasks`` with 1 and N
+3. Dask workers (``--workers N``): the same movies through ``MovieRunner`` with 1 and N
    workers, and dataset mode (``--dataset``: train zssr once, broadcast, fine-tune per movie).
 4. Network inference, seconds per output megapixel on one tile, same process and threads:
    cryosr's enhancement network (shipped weights), the zssr network, and the Topaz-Denoise U-Net
@@ -86,8 +86,8 @@ def _evict(paths: list[Path]) -> None:
 
 def _time_movie(path: str, out_dir: str, method: str, device_spec: str, repeats: int, threads: int) -> dict:
     from cryosr.core.device import resolve_device
-    from cryosr.core.superres.engine import SuperresConfig
-    from cryosr.core.superres.pipeline import MovieTask, process_movie
+    from cryosr.core.pipeline import MovieTask, process_superres
+    from cryosr.core.superres.reconstruct import SuperresConfig
 
     torch.set_num_threads(threads)
     device = resolve_device(device_spec)
@@ -95,7 +95,7 @@ def _time_movie(path: str, out_dir: str, method: str, device_spec: str, repeats:
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        record = process_movie(task, SuperresConfig(method=method), device=device, overwrite=True)
+        record = process_superres(task, SuperresConfig(method=method), device=device, overwrite=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = {k: record["seconds"].get(k, 0.0) for k in STAGES}
@@ -134,9 +134,9 @@ def bench_sizes(args: argparse.Namespace, scratch: Path) -> list[dict]:
 
 
 def _time_prefetch(paths: list[str], out_dir: str, frames: int, prefetch: bool, threads: int) -> dict:
-    from cryosr.core.scale.runner import run_movie_tasks
-    from cryosr.core.superres.engine import SuperresConfig
-    from cryosr.core.superres.pipeline import MovieTask
+    from cryosr.core.batch import MovieRunner
+    from cryosr.core.pipeline import MovieTask, process_superres
+    from cryosr.core.superres.reconstruct import SuperresConfig
 
     torch.set_num_threads(threads)
     shifts = tuple(map(tuple, _true_shifts(frames).tolist()))
@@ -146,9 +146,8 @@ def _time_prefetch(paths: list[str], out_dir: str, frames: int, prefetch: bool, 
     ]
     _evict([Path(p) for p in paths])
     t0 = time.perf_counter()
-    records = run_movie_tasks(
-        tasks, SuperresConfig(method="fourier"), device_spec="cpu", progress=False, prefetch=prefetch, overwrite=True
-    )
+    with MovieRunner(device_spec="cpu", progress=False, prefetch=prefetch) as runner:
+        records = runner.run(tasks, SuperresConfig(method="fourier"), process_fn=process_superres, overwrite=True)
     wall = time.perf_counter() - t0
     assert all("error" not in r for r in records), records
     reads = [r["seconds"]["read"] for r in records]
@@ -174,13 +173,14 @@ def bench_prefetch(args: argparse.Namespace, scratch: Path) -> list[dict]:
 
 
 def _time_workers(paths: list[str], out_dir: str, method: str, workers: int) -> float:
-    from cryosr.core.scale.runner import run_movie_tasks
-    from cryosr.core.superres.engine import SuperresConfig
-    from cryosr.core.superres.pipeline import MovieTask
+    from cryosr.core.batch import MovieRunner
+    from cryosr.core.pipeline import MovieTask, process_superres
+    from cryosr.core.superres.reconstruct import SuperresConfig
 
     tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", dose_per_frame=1.0) for p in paths]
     t0 = time.perf_counter()
-    records = run_movie_tasks(tasks, SuperresConfig(method=method), device_spec="cpu", workers=workers, progress=False)
+    with MovieRunner(device_spec="cpu", workers=workers, progress=False) as runner:
+        records = runner.run(tasks, SuperresConfig(method=method), process_fn=process_superres)
     wall = time.perf_counter() - t0
     assert all("error" not in r for r in records), records
     return wall
@@ -188,16 +188,16 @@ def _time_workers(paths: list[str], out_dir: str, method: str, workers: int) -> 
 
 def _time_dataset(paths: list[str], out_dir: str, workers: int, iterations: int, train_iterations: int) -> dict:
     """Dataset mode: train zssr once on the first movie, broadcast, fine-tune + infer every movie."""
-    from cryosr.core.scale.runner import MovieRunner
-    from cryosr.core.superres.engine import SuperresConfig
-    from cryosr.core.superres.pipeline import MovieTask
+    from cryosr.core.batch import MovieRunner
+    from cryosr.core.pipeline import MovieTask, process_superres, train_zssr_dataset
+    from cryosr.core.superres.reconstruct import SuperresConfig
 
     tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", dose_per_frame=1.0) for p in paths]
     t0 = time.perf_counter()
     with MovieRunner(device_spec="cpu", workers=workers, progress=False) as runner:
-        weights, _ = runner.train(tasks[:1], SuperresConfig(method="zssr", iterations=train_iterations))
+        weights, _ = runner.train(tasks[:1], SuperresConfig(method="zssr", iterations=train_iterations), train_fn=train_zssr_dataset)
         t1 = time.perf_counter()
-        records = runner.run(tasks, SuperresConfig(method="zssr", iterations=iterations), weights=weights)
+        records = runner.run(tasks, SuperresConfig(method="zssr", iterations=iterations), process_fn=process_superres, weights=weights)
     wall = time.perf_counter() - t0
     assert all("error" not in r for r in records), records
     return {"wall": wall, "train": t1 - t0, "per_movie": (time.perf_counter() - t1) / len(tasks)}
@@ -250,7 +250,7 @@ def bench_networks(args: argparse.Namespace) -> list[dict]:
     size = args.net_size
     g = torch.Generator().manual_seed(0)
     rows = []
-    from cryosr.core.io.checkpoint import load_checkpoint
+    from cryosr.core.enhance.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint("default", "cpu")
     model.eval()
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch", type=Path, default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args(argv)
     if args.method is None:
-        from cryosr.core.superres.engine import DEFAULT_METHOD
+        from cryosr.core.superres.reconstruct import DEFAULT_METHOD
 
         args.method = DEFAULT_METHOD
 

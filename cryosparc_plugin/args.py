@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryosr.core.errors import InputError
-from cryosr.core.superres import engine
+from cryosr.core.superres.reconstruct import DEFAULT_METHOD, METHODS
 
 __all__ = ["PluginConfig", "build_parser", "config_from_args", "parse_input"]
 
 _UID = re.compile(r"^[PJW]\d+$")
 TRANSFERS = ("auto", "direct", "upload")
-DEFAULT_METHOD = getattr(engine, "DEFAULT_METHOD", "fourier")
 
 
 def parse_input(spec: str) -> tuple[str, str]:
@@ -65,7 +64,7 @@ class PluginConfig:
     limit : int | None
         Process only the first N exposures (tests, trials).
     workers : int
-        Parallel worker processes (a Dask LocalCluster through ``run_movie_tasks``, as
+        Parallel worker processes (a Dask LocalCluster through ``MovieRunner``, as
         ``cryosr superres --workers``); 1 = in this process. Needs the project directory here.
     """
 
@@ -113,8 +112,8 @@ class PluginConfig:
 
 
 def known_methods() -> tuple[str, ...]:
-    """Methods the core engine dispatches (its baselines plus any registered in ``engine.METHODS``)."""
-    return tuple(dict.fromkeys([*engine.BASELINES, *getattr(engine, "METHODS", ())]))
+    """Methods the core super-resolution dispatches (``cryosr.core.superres.reconstruct.METHODS``)."""
+    return METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:

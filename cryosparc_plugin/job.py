@@ -7,7 +7,7 @@ Order of work (every bad-input check happens before the first output file is wri
    input with explicit slot dtypes, connect it, add the ``micrographs`` output (no passthrough);
    if CryoSPARC rejects any of that, the new job is marked failed with the reason (not left building);
 3. while the job is running (any exception, Ctrl-C included, marks it failed with the reason): load the exposures, validate
-   them (pixel sizes, doses, files), process each one through ``cryosr.core.superres.pipeline``,
+   them (pixel sizes, doses, files), process each one through ``cryosr.core.pipeline``,
    writing into ``<project>/J<ext>/cryosr/`` directly or over HTTP, and save the output once, with
    the rows of every micrograph completely written (a killed run registers nothing half-written;
    with ``--transfer direct`` its finished files are reused by ``--resume``; in upload mode the
@@ -31,12 +31,12 @@ from typing import NoReturn
 import numpy as np
 import torch
 
+from cryosr.core.batch import MovieRunner
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import CryosrError, InputError
 from cryosr.core.io import read_micrograph
-from cryosr.core.scale.runner import run_movie_tasks
-from cryosr.core.superres.engine import SuperresConfig
-from cryosr.core.superres.pipeline import MovieTask, process_movie
+from cryosr.core.pipeline import MovieTask, process_superres
+from cryosr.core.superres.reconstruct import SuperresConfig
 from cryosr.cryosparc_plugin.args import PluginConfig
 from cryosr.cryosparc_plugin.fields import (
     ExposureSource,
@@ -360,14 +360,14 @@ def _sr_config(config: PluginConfig, s: ExposureSource) -> SuperresConfig:
 
 
 def _run_parallel(tasks: list[MovieTask], todo: list[ExposureSource], config: PluginConfig) -> list[dict]:
-    """``--workers N``: the exposures as Dask tasks through ``run_movie_tasks`` (one run per voltage)."""
+    """``--workers N``: the exposures as Dask tasks through ``MovieRunner`` (one run per voltage)."""
     records: list[dict | None] = [None] * len(tasks)
     groups: dict[SuperresConfig, list[int]] = {}
     for i, s in enumerate(todo):
         groups.setdefault(_sr_config(config, s), []).append(i)
     for sr_config, idx in groups.items():
-        done = run_movie_tasks([tasks[i] for i in idx], sr_config, device_spec=config.device, workers=config.workers,
-                               progress=False, process_fn=process_movie)  # fmt: skip
+        with MovieRunner(device_spec=config.device, workers=config.workers, progress=False) as runner:
+            done = runner.run([tasks[i] for i in idx], sr_config, process_fn=process_superres)
         for i, record in zip(idx, done, strict=True):
             records[i] = record
     failed = [(s, r) for s, r in zip(todo, records, strict=True) if "error" in r]
@@ -447,7 +447,7 @@ def _process(job, project, config: PluginConfig, device: torch.device, summary: 
         if config.workers == 1:  # one exposure at a time: inputs fetched and outputs published as we go
             for k, s in enumerate(todo):
                 task = _task(files, s, config, lr_sum if not register.plotted and s.kind == "movie" else None)
-                register(k, s, task, process_movie(task, _sr_config(config, s), device=device))
+                register(k, s, task, process_superres(task, _sr_config(config, s), device=device))
         else:
             tasks = [_task(files, s, config, None) for s in todo]
             fresh = (k for k, (s, t) in enumerate(zip(todo, tasks)) if s.kind == "movie" and not t.out_path.exists())

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from cryosr.core import __version__
+from cryosr.core.batch import MovieRunner
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import CryosrError, InputError
 from cryosr.core.io import atomic_path, read_mrc_header, read_star, write_star
 from cryosr.core.io.motion_star import RelionMotion, read_relion_motion
-from cryosr.core.scale.runner import MovieRunner
-from cryosr.core.superres.engine import SuperresConfig
-from cryosr.core.superres.pipeline import MovieTask, process_movie, train_dataset
+from cryosr.core.pipeline import MovieTask, process_superres, train_zssr_dataset
+from cryosr.core.superres.reconstruct import SuperresConfig
 from cryosr.relion_external.args import JobArgs
 from cryosr.relion_external.logs import ensure_stdout_logging
 from cryosr.relion_external.nodes import detect_relion_version, output_nodes_blocks
@@ -134,7 +134,7 @@ def select_device(gpu: str | None, device: str, visible: str | None = None) -> s
 
 
 def worker_devices(gpu: str | None, device: str, visible: str | None) -> tuple[str, str | None]:
-    """Device spec for ``run_movie_tasks`` with several workers, and the GPUs they may use.
+    """Device spec for ``MovieRunner`` with several workers, and the GPUs they may use.
 
     Workers are pinned one per GPU by the runner, from ``CUDA_VISIBLE_DEVICES``. A ``--gpu`` list
     (ids within the visible set, RELION's ``0:1`` or ``0,1``) narrows that set; a negative id or
@@ -309,8 +309,8 @@ class _Enhancer:
     """The enhancement network at 2x, loaded once per process and device (``--enhance yes``)."""
 
     def __init__(self, model: str, device: torch.device) -> None:
+        from cryosr.core.enhance.checkpoint import load_checkpoint
         from cryosr.core.enhance.infer import EnhanceConfig
-        from cryosr.core.io.checkpoint import load_checkpoint
 
         self.model, self.meta = load_checkpoint(None if model == "default" else model, device)
         if 2 not in self.model.config.scales:
@@ -373,7 +373,7 @@ def process_relion_task(
     Returns
     -------
     record : dict
-        ``process_movie``'s record plus ``mode`` and the STAR name as ``output``; or a short record with
+        ``process_superres``'s record plus ``mode`` and the STAR name as ``output``; or a short record with
         ``skipped`` or ``aborted``.
     """
     x = task.extra
@@ -399,7 +399,7 @@ def process_relion_task(
             if x["enhance"]:
                 record = _enhancer(x["model"], str(device))(task)
             else:
-                record = process_movie(task, x["config"], device=device, overwrite=True, weights=weights)
+                record = process_superres(task, x["config"], device=device, overwrite=True, weights=weights)
     except JobAborted:
         logger.warning("%s %s: abort requested during the computation; stopped", where, x["name"])
         return {**base, "aborted": True}
@@ -433,7 +433,7 @@ def _tasks(args: JobArgs, work: list[WorkItem], configs: list[SuperresConfig], s
 
 
 def train_relion(tasks: list[MovieTask], config: SuperresConfig, *, device: torch.device) -> tuple[dict, list[dict]]:
-    """``train_fn`` of ``MovieRunner.train`` (dataset mode): ``train_dataset`` with abort polling and run.out logs."""
+    """``train_fn`` of ``MovieRunner.train`` (dataset mode): ``train_zssr_dataset`` with abort polling and run.out logs."""
     x = tasks[0].extra
     if x.get("log_to_stdout"):
         ensure_stdout_logging()
@@ -442,7 +442,7 @@ def train_relion(tasks: list[MovieTask], config: SuperresConfig, *, device: torc
     logger.info("dataset mode: training zssr once on %d micrograph(s) (%s steps each)", len(tasks),
                 config.iterations or "default")  # fmt: skip
     with AbortWatcher(JobStatus(Path(x["job_dir"])), x.get("abort_poll_s", ABORT_POLL_S)):
-        return train_dataset(tasks, config, device=device)
+        return train_zssr_dataset(tasks, config, device=device)
 
 
 @contextlib.contextmanager

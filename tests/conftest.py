@@ -1,45 +1,9 @@
-"""Shared test helpers: paths to the shared real data, device list."""
+"""Session-wide test settings (helpers live in ``tests.helpers``, fakes in ``tests.fakes``)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
-    ),
-]
-
-
-def shared_data(*parts: str) -> Path:
-    """Path into ../shared/data; skips the test when it is absent (fails in CI, which has it)."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        if IN_CI:
-            pytest.fail(f"shared data missing in CI: {path.relative_to(SHARED_DATA.parent.parent)}")
-        pytest.skip(f"shared data not available: {'/'.join(parts)}")
-    return path
-
-
-def relion_exe(*names: str) -> list[str]:
-    """Paths of RELION binaries; skips the test when one is missing (fails in CI, which installs RELION)."""
-    exes = [shutil.which(name) for name in names]
-    missing = [name for name, exe in zip(names, exes) if exe is None]
-    if missing:
-        if IN_CI:
-            pytest.fail(f"RELION binaries missing in CI: {', '.join(missing)}")
-        pytest.skip("RELION not installed")
-    return exes
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryosr.core.ctf.fit import CtfFitConfig, fit_ctf
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import InputError
-from cryosr.core.evaluate.ctf_fit import CtfFitConfig, fit_ctf
 from cryosr.core.evaluate.report import ctf_diagnostic_figure, save_figure
 from cryosr.core.io import read_micrograph, read_mrc_header, write_mrc
 from cryosr.core.io.ctf_star import CtfRow, write_ctf_star

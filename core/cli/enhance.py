@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryosr.core.device import resolve_device
+from cryosr.core.enhance.checkpoint import load_checkpoint
 from cryosr.core.enhance.infer import NOISE_ESTIMATES, EnhanceConfig, enhance_micrograph, enhance_movie
 from cryosr.core.errors import InputError
 from cryosr.core.io import read_micrograph, read_movie, read_mrc_header, write_mrc
-from cryosr.core.io.checkpoint import load_checkpoint
 from cryosr.core.io.motion_star import read_relion_motion
 from cryosr.core.io.movie import MOVIE_SUFFIXES, read_gain
 

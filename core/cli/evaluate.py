@@ -15,9 +15,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from cryosr.core.ctf.fit import CtfFitConfig
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import InputError
-from cryosr.core.evaluate.ctf_fit import CtfFitConfig
 from cryosr.core.evaluate.project import EvaluateConfig, evaluate_project
 
 logger = logging.getLogger(__name__)

@@ -22,13 +22,13 @@ from tqdm import tqdm
 
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import InputError
-from cryosr.core.io.model import default_model_path, read_model
-from cryosr.core.io.sim_project import read_mtf, summary, write_movie_files, write_project_files
 from cryosr.core.simulate import MOTION_MODELS, SimulationConfig, plan_movie, simulate_movie
 from cryosr.core.simulate.config import LR_OPERATORS
+from cryosr.core.simulate.model_io import default_model_path, read_model
 from cryosr.core.simulate.movie import _box_size
 from cryosr.core.simulate.physics import ICE_MIP_V
 from cryosr.core.simulate.potential import potential_volume
+from cryosr.core.simulate.project import read_mtf, summary, write_movie_files, write_project_files
 
 logger = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from cryosr.core import __version__
-from cryosr.core.cli.scale_args import add_scale_args, runner_kwargs, scale_command_args
+from cryosr.core.batch import MovieRunner
+from cryosr.core.cli.options import add_scale_args, runner_kwargs, scale_command_args
 from cryosr.core.errors import InputError
 from cryosr.core.io import atomic_path
 from cryosr.core.io.motion_star import RelionMotion, read_relion_motion
-from cryosr.core.scale.runner import MovieRunner
-from cryosr.core.superres.engine import DEFAULT_METHOD, METHODS, SuperresConfig
-from cryosr.core.superres.pipeline import MovieTask
+from cryosr.core.pipeline import MovieTask, process_superres, train_zssr_dataset
+from cryosr.core.superres.reconstruct import DEFAULT_METHOD, METHODS, SuperresConfig
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
     todo = [t for t in run.tasks if run.overwrite or not t.out_path.exists()]
     with runner:
         if run.mode == "dataset" and todo:
-            weights, training = runner.train(todo[: run.train_movies], _full_training(run))
+            weights, training = runner.train(todo[: run.train_movies], _full_training(run), train_fn=train_zssr_dataset)
             run.out_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(run.out_dir / "zssr_dataset.pt", overwrite=True) as tmp:
                 torch.save(weights, tmp)
@@ -246,7 +246,10 @@ def main(args: argparse.Namespace) -> int:
                 _write_json(json_path, run, records, training)
                 last_write[0] = time.monotonic()
 
-        results = runner.run(run.tasks, run.config, overwrite=run.overwrite, weights=weights, on_record=on_record)
+        results = runner.run(
+            run.tasks, run.config, process_fn=process_superres, overwrite=run.overwrite, weights=weights,
+            on_record=on_record,
+        )
     _write_json(json_path, run, records, training)
     failed = [r for r in results if "error" in r]
     for r in failed:

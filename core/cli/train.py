@@ -16,11 +16,11 @@ from pathlib import Path
 
 from cryosr.core import __version__
 from cryosr.core.device import resolve_device
+from cryosr.core.enhance.checkpoint import save_checkpoint
 from cryosr.core.enhance.dataset import load_sim_projects
 from cryosr.core.enhance.model import ANCHORS, NOISE_ESTIMATES, EnhanceNetConfig
 from cryosr.core.enhance.training import TrainConfig, train_enhancer
 from cryosr.core.errors import InputError
-from cryosr.core.io.checkpoint import save_checkpoint
 
 logger = logging.getLogger(__name__)
 

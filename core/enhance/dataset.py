@@ -33,8 +33,8 @@ from cryosr.core.enhance.prefilter import wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import bin_sum
 from cryosr.core.io import read_micrograph, read_movie
-from cryosr.core.io.sim_project import read_true_shifts
 from cryosr.core.shifts import fourier_shift
+from cryosr.core.simulate.project import read_true_shifts
 
 logger = logging.getLogger(__name__)
 

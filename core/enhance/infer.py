@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cryosr.core.align import estimate_shifts
 from cryosr.core.device import inference_autocast, to_channels_last
 from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.enhance.model import NOISE_ESTIMATES, DSTNet
 from cryosr.core.enhance.prefilter import halves_noise_power, spectrum_noise_power, wiener_anchor
 from cryosr.core.errors import InputError
 from cryosr.core.shifts import fourier_shift
-from cryosr.core.superres.engine import estimate_shifts
 
 logger = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ def enhance_movie(
         Scale and tiling.
     shifts_yx_px : torch.Tensor | None
         `(t, 2)` known shifts (frame i content = reference moved by s_i); estimated with
-        ``cryosr.core.superres.engine.estimate_shifts`` when None.
+        ``cryosr.core.align.estimate_shifts`` when None.
     pixel_size_a : float | None
         Pixel size in Å; needed for a model trained on dose-weighted windows
         (``model.config.dose_weighted``), otherwise unused.

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from cryosr.core.ctf.fit import CtfFitConfig, fit_ctf
 from cryosr.core.errors import InputError
-from cryosr.core.evaluate.ctf_fit import CtfFitConfig, fit_ctf
 from cryosr.core.evaluate.frc import frc_band, frc_curve
 from cryosr.core.evaluate.metrics import affine_fit, psnr, register_to, ssim
 from cryosr.core.evaluate.report import (

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from cryosr.core.evaluate.ctf_fit import CtfFit
+from cryosr.core.ctf.fit import CtfFit
 from cryosr.core.io.atomic import atomic_path
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 In-memory API (stable; used by the other subcommands' tests)::
 
-    from cryosr.core.io.model import load_default_model, read_model
+    from cryosr.core.simulate.model_io import load_default_model, read_model
     from cryosr.core.simulate import SimulationConfig, simulate_movie
 
     model = load_default_model()                      # embedded apoferritin subunit (cached)
@@ -20,7 +20,7 @@ Shift convention: frame i's content equals the reference specimen moved by ``+sh
 ``cryosr.core.shifts.fourier_shift``: positive moves content to larger indices). The reference is
 the motion-free specimen of ``clean_hr`` and of the particle coordinates, and equals frame 1.
 
-Writing a RELION project from a ``SimulatedMovie`` is ``cryosr.core.io.sim_project``.
+Writing a RELION project from a ``SimulatedMovie`` is ``cryosr.core.simulate.project``.
 """
 
 from cryosr.core.simulate.config import LR_OPERATORS, MOTION_MODELS, SimulationConfig

@@ -279,7 +279,7 @@ def simulate_movie(
     Parameters
     ----------
     model : AtomicModel | VolumeModel
-        The particle (``cryosr.core.io.model.read_model`` or ``load_default_model``).
+        The particle (``cryosr.core.simulate.model_io.read_model`` or ``load_default_model``).
     config : SimulationConfig
         All parameters.
     movie_index : int

@@ -1,6 +1,6 @@
 """Electron-scattering potential of a specimen model, as 2-D projections and as a 3-D map.
 
-Two model kinds, both plain tensors (files are read by ``cryosr.core.io.model``):
+Two model kinds, both plain tensors (files are read by ``cryosr.core.simulate.model_io``):
 
 - ``AtomicModel``: atoms with 5-Gaussian electron form factors (Peng 1996 / International Tables
   C 4.3.2.2, taken from gemmi). The projected potential of an atom with B-factor B has the 2-D

@@ -1,1 +1,0 @@
-"""cryosr.core.scale."""
