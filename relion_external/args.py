@@ -1,8 +1,9 @@
 """The command line RELION builds for an External job, parsed without argparse.
 
 RELION runs ``<fn_exe> --o External/jobNNN/ [--in_movies X | --in_mics X] [--<label> <value>]... --j N
-[additional args]`` and may append ``--pipeline_control DIR``. A Params row with an empty value becomes a
-bare ``--label``; values are pasted unquoted. A small tokenizer handles this exactly (argparse would take
+[additional args]`` and may append ``--pipeline_control DIR``. The ccpem-pipeliner's ``relion.external``
+puts the inputs first, spells ``--in_3Dref`` and omits ``--j`` for one thread. A Params row with an empty
+value becomes a bare ``--label``; values are pasted unquoted. A small tokenizer handles this exactly (argparse would take
 ``--gpu -1`` or a bare flag followed by another flag differently); truly unknown flags are rejected with
 a one-line message naming them and the accepted ones.
 """
@@ -55,7 +56,9 @@ PARAMS: dict[str, str] = {
     "verbose": "debug logging in run.out (yes/no)",
 }
 
-_ALIASES = {"pipeline-control": "pipeline_control", "in_mic": "in_mics", "in_movie": "in_movies", "in_mov": "in_movies"}
+#: ``in_3Dref`` is the ccpem-pipeliner's spelling of RELION's ``in_3dref`` (``jobs/relion/external_job.py``).
+_ALIASES = {"pipeline-control": "pipeline_control", "in_mic": "in_mics", "in_movie": "in_movies", "in_mov": "in_movies",
+            "in_3Dref": "in_3dref"}  # fmt: skip
 _BOOL_WORDS = {"": True, "yes": True, "y": True, "true": True, "1": True, "on": True,
                "no": False, "n": False, "false": False, "0": False, "off": False}  # fmt: skip
 _JOB_DIR = re.compile(r"^[A-Za-z][A-Za-z0-9]*/job\d+/?$")

@@ -36,7 +36,7 @@ from cryosr.relion_external.args import JobArgs
 from cryosr.relion_external.logs import ensure_stdout_logging
 from cryosr.relion_external.nodes import detect_relion_version, output_nodes_blocks
 from cryosr.relion_external.star_rewrite import MicrographItem, output_blocks, plan_items
-from cryosr.relion_external.status import AbortWatcher, JobAborted, JobStatus
+from cryosr.relion_external.status import OUTPUT_STAR, PROVENANCE, AbortWatcher, JobAborted, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ __all__ = [
     "worker_devices",
 ]
 
-OUTPUT_STAR = "micrographs.star"
 NODES_STAR = "RELION_OUTPUT_NODES.star"
-PROVENANCE = "cryosr_relion.json"
 #: Seconds between checks for RELION_JOB_ABORT_NOW while a micrograph is being computed.
 ABORT_POLL_S = 0.5
 _TMP_LEFTOVER = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # atomic_path's temp names, left by a killed run

@@ -1,8 +1,13 @@
-"""RELION job status marker files: stale-marker cleanup, success/failure/abort, abort polling.
+"""Job status marker files: stale-marker cleanup, success/failure/abort, abort polling, for two callers.
 
 RELION never reads the exit code: only these files in the job directory count (``src/pipeline_control.h``,
 identical in 3.1, 4.0 and 5.0). ``RELION_OUTPUT_NODES.star`` is read once, when the success marker
 appears, so the success marker is always written last.
+
+The CCP-EM pipeliner (``relion.external`` and the native ``cryosr.*`` jobs) reads only the exit code and
+writes its own ``PIPELINER_JOB_EXIT_*`` files; its abort is ``PIPELINER_JOB_ABORT_NOW`` (polled every
+5 s by its job runner), then SIGTERM, then SIGKILL 5 s later (``pipeliner/scripts/job_runner.py``). Both
+triggers are polled here; the RELION markers are written under both callers (the pipeliner ignores them).
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ABORTED",
     "ABORT_NOW",
+    "ABORT_TRIGGERS",
     "EXIT_MARKERS",
     "FAILURE",
     "OUTPUT_NODES",
+    "OUTPUT_STAR",
+    "PIPELINER_ABORT_NOW",
+    "PROVENANCE",
     "SUCCESS",
     "AbortWatcher",
     "JobAborted",
@@ -32,12 +41,19 @@ SUCCESS = "RELION_JOB_EXIT_SUCCESS"
 FAILURE = "RELION_JOB_EXIT_FAILURE"
 ABORTED = "RELION_JOB_EXIT_ABORTED"
 ABORT_NOW = "RELION_JOB_ABORT_NOW"
+#: The pipeliner's abort request: it removes the file itself and SIGTERMs the job (never remove it here).
+PIPELINER_ABORT_NOW = "PIPELINER_JOB_ABORT_NOW"
+ABORT_TRIGGERS = (ABORT_NOW, PIPELINER_ABORT_NOW)
 EXIT_MARKERS = (SUCCESS, FAILURE, ABORTED)
 OUTPUT_NODES = "RELION_OUTPUT_NODES.star"
+#: The job's output micrographs STAR and provenance record (named here, in a module without torch, for the
+#: pipeliner job definitions that register them).
+OUTPUT_STAR = "micrographs.star"
+PROVENANCE = "cryosr_relion.json"
 
 
 class JobAborted(Exception):
-    """The user pressed "Abort" in RELION (``RELION_JOB_ABORT_NOW`` appeared)."""
+    """The user pressed "Abort" in RELION or the pipeliner (an abort trigger file appeared)."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +73,8 @@ class JobStatus:
 
         Called before the command line is parsed, so a re-run that fails on a bad flag or bad input does
         not leave an earlier run's output nodes next to ``RELION_JOB_EXIT_FAILURE`` (RELION's "Mark as
-        finished" would register them). ``RELION_JOB_ABORT_NOW`` is kept: it may be a fresh abort request
-        made while we started up.
+        finished" would register them). The abort triggers are kept: they may be fresh abort requests
+        made while we started up. The pipeliner's ``PIPELINER_JOB_EXIT_*`` files are its own business.
 
         Returns
         -------
@@ -73,14 +89,23 @@ class JobStatus:
                 removed.append(name)
         return removed
 
+    def abort_trigger(self) -> str | None:
+        """Name of the abort trigger present (``RELION_JOB_ABORT_NOW`` first), or None."""
+        return next((name for name in ABORT_TRIGGERS if (self.job_dir / name).exists()), None)
+
     def abort_requested(self) -> bool:
-        """True when ``RELION_JOB_ABORT_NOW`` exists (cheap; poll between micrographs or iterations)."""
-        return (self.job_dir / ABORT_NOW).exists()
+        """True when an abort trigger exists (cheap; poll between micrographs or iterations)."""
+        return self.abort_trigger() is not None
+
+    def pipeliner_abort(self) -> bool:
+        """True when the pipeliner asked for the abort: it will SIGTERM this process itself."""
+        return (self.job_dir / PIPELINER_ABORT_NOW).exists()
 
     def check_abort(self) -> None:
         """Raise ``JobAborted`` if an abort was requested."""
-        if self.abort_requested():
-            raise JobAborted(f"{self.job_dir / ABORT_NOW} found")
+        name = self.abort_trigger()
+        if name is not None:
+            raise JobAborted(f"{self.job_dir / name} found")
 
     def mark_success(self) -> None:
         """Touch the success marker: call only after every output and RELION_OUTPUT_NODES.star is in place."""
@@ -94,7 +119,11 @@ class JobStatus:
         return self._touch(FAILURE, quiet=True, make_dir=True)
 
     def mark_aborted(self) -> bool:
-        """Touch the aborted marker and remove the abort request, as the RELION documentation asks."""
+        """Touch the aborted marker and remove RELION's abort request, as the RELION documentation asks.
+
+        ``PIPELINER_JOB_ABORT_NOW`` stays: the pipeliner's runner must still find it, or it would take
+        our non-zero exit for a failure; it removes the file when the job has ended.
+        """
         ok = self._touch(ABORTED, quiet=True)
         try:
             (self.job_dir / ABORT_NOW).unlink(missing_ok=True)
@@ -138,7 +167,7 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> No
 class AbortWatcher:
     """Abort polling *inside* long computations (zssr training, network inference), engine-agnostic.
 
-    While the ``with`` block runs, a daemon thread checks for ``RELION_JOB_ABORT_NOW`` every
+    While the ``with`` block runs, a daemon thread checks for an abort trigger every
     ``interval_s`` seconds; when it appears, ``JobAborted`` is raised in the thread that entered the
     block at its next Python bytecode (CPython's ``PyThreadState_SetAsyncExc``; a long C call such as
     one FFT finishes first). Training loops are Python loops over optimiser steps, so an abort takes
@@ -198,5 +227,6 @@ class AbortWatcher:
         if self._thread is not None:
             self._thread.join()
         if self.fired and exc_type is None:
-            raise JobAborted(f"{self.status.job_dir / ABORT_NOW} found")
+            self.status.check_abort()
+            raise JobAborted(f"{self.status.job_dir}: abort requested")
         return False

@@ -6,28 +6,14 @@ stub package placed first on ``PYTHONPATH``. Needs no cryosparc-tools itself.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from tests.helpers import collect_without
 
-from tests.helpers import REPO
-
-MODULES = ["tests/cryosparc/test_fakeserver.py", "tests/cryosparc/test_fields.py", "tests/cryosparc/test_job.py"]
+MODULES = ["tests/cryosparc/test_fakeserver.py", "tests/cryosparc/test_fields.py", "tests/cryosparc/test_job.py",
+           "tests/cryosparc/test_live.py"]  # fmt: skip
 
 
-def _collect_without_cryosparc(tmp_path, ci: str | None) -> subprocess.CompletedProcess:
-    stub = tmp_path / "stub" / "cryosparc"
-    stub.mkdir(parents=True)
-    # what a missing package raises (pytest.importorskip only turns ModuleNotFoundError into a skip)
-    (stub / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'cryosparc' (hidden by the test)\", name='cryosparc')\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
-    env["PYTHONPATH"] = os.pathsep.join([str(stub.parent), *filter(None, [env.get("PYTHONPATH")])])
-    if ci is not None:
-        env["CI"] = ci
-    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *MODULES]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+def _collect_without_cryosparc(tmp_path, ci: str | None):
+    return collect_without(tmp_path, "cryosparc", MODULES, ci)
 
 
 def test_missing_extra_fails_in_ci(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ DEVICES = [
     ),
 ]
 
-__all__ = ["DEVICES", "IN_CI", "REPO", "SHARED_DATA", "TEST_DATA", "relion_exe", "shared_data"]
+__all__ = ["DEVICES", "IN_CI", "REPO", "SHARED_DATA", "TEST_DATA", "collect_without", "relion_exe", "shared_data"]
 
 
 def shared_data(*parts: str) -> Path:
@@ -43,3 +45,22 @@ def relion_exe(*names: str) -> list[str]:
             pytest.fail(f"RELION binaries missing in CI: {', '.join(missing)}")
         pytest.skip("RELION not installed")
     return exes
+
+
+def collect_without(tmp_path: Path, package: str, modules: list[str], ci: str | None) -> subprocess.CompletedProcess:
+    """Collect (only) test ``modules`` in a subprocess where ``import package`` fails as if it were missing.
+
+    A stub package placed first on ``PYTHONPATH`` raises ``ModuleNotFoundError`` (what
+    ``pytest.importorskip`` turns into a skip). ``ci`` is the ``CI`` value of the subprocess (None: unset).
+    """
+    stub = tmp_path / "stub" / package
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{package}' (hidden by the test)\", name='{package}')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["PYTHONPATH"] = os.pathsep.join([str(stub.parent), *filter(None, [env.get("PYTHONPATH")])])
+    if ci is not None:
+        env["CI"] = ci
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *modules]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

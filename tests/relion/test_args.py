@@ -118,3 +118,11 @@ def test_workers_param():
     assert parse_args("--o External/job003/ --in_mics m.star --workers 3 --j 6".split()).workers == 3
     with pytest.raises(InputError, match="--workers 0"):
         parse_args("--o External/job003/ --in_mics m.star --workers 0 --j 1".split())
+
+
+def test_pipeliner_command_line_form():
+    # ccpem-pipeliner's relion.external: inputs first, then --o, Params, no --j for one thread, --in_3Dref spelling
+    args = parse_args("--in_mics m.star --o External/job001/ --method fourier".split())
+    assert args.out_dir == Path("External/job001") and args.threads == 1 and args.method == "fourier"
+    with pytest.raises(InputError, match="--in_3dref is not used"):
+        parse_args("--in_mics m.star --in_3Dref ref.mrc --o External/job001/".split())

@@ -7,7 +7,16 @@ import time
 
 import pytest
 
-from cryosr.relion_external.status import ABORT_NOW, ABORTED, FAILURE, SUCCESS, AbortWatcher, JobAborted, JobStatus
+from cryosr.relion_external.status import (
+    ABORT_NOW,
+    ABORTED,
+    FAILURE,
+    PIPELINER_ABORT_NOW,
+    SUCCESS,
+    AbortWatcher,
+    JobAborted,
+    JobStatus,
+)
 
 
 @pytest.fixture
@@ -64,3 +73,21 @@ def test_abort_waits_until_an_import_has_finished(status, tmp_path, monkeypatch)
             time.sleep(0.01)
     assert sys.modules[name].DONE
     del sys.modules[name]
+
+
+def test_pipeliner_abort_trigger_is_seen_and_left_for_the_runner(status):
+    (status.job_dir / PIPELINER_ABORT_NOW).touch()
+    assert status.abort_trigger() == PIPELINER_ABORT_NOW and status.pipeliner_abort()
+    with pytest.raises(JobAborted, match=PIPELINER_ABORT_NOW):
+        status.check_abort()
+    assert status.clear_stale() == [] and (status.job_dir / PIPELINER_ABORT_NOW).exists()
+    status.mark_aborted()  # the pipeliner's runner removes its own trigger after the SIGTERM
+    assert (status.job_dir / ABORTED).exists() and (status.job_dir / PIPELINER_ABORT_NOW).exists()
+
+
+def test_pipeliner_trigger_interrupts_a_computation(status):
+    with pytest.raises(JobAborted), AbortWatcher(status, interval_s=0.05):
+        (status.job_dir / PIPELINER_ABORT_NOW).touch()
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 30:
+            sum(range(1000))
