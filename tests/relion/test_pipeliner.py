@@ -13,6 +13,7 @@ Skipped without the ``pipeliner`` extra, except in CI, where it must be installe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -30,9 +31,11 @@ if not IN_CI:  # in CI the extra is required: a missing ccpem-pipeliner is a col
 
 from pipeliner import user_settings
 from pipeliner.api.manage_project import PipelinerProject
+from pipeliner.job_factory import new_job_of_type
 from pipeliner.starfile_handler import JobStar
 
 from cryosr.core.io import read_mrc_header, read_star
+from cryosr.relion_external.args import PARAMS, JobArgs
 from tests.relion.test_job import make_project
 
 pytestmark = pytest.mark.slow
@@ -188,3 +191,33 @@ def test_abort_registers_no_output_then_continue_finishes(project):
     procs, nodes = _pipeline()
     assert procs[job] == "Succeeded" and nodes[f"{job}micrographs.star"] == "MicrographGroupMetadata.star.relion"
     _check_outputs(job)
+
+
+@pytest.mark.parametrize("job_type", ["cryosr.superres", "cryosr.enhance"])
+def test_job_options_are_the_external_jobs_params(job_type):
+    job = new_job_of_type(job_type)  # found through this package's ccpem_pipeliner.jobs entry point
+    defaults = {f.name: f.default for f in dataclasses.fields(JobArgs)}
+    params = [name for name in job.joboptions if name in PARAMS]
+    assert params == [name for name in PARAMS if name in job.PARAM_NAMES]
+    for name in params:
+        option = job.joboptions[name]
+        assert option.help_text == PARAMS[name]
+        expected = defaults[name]
+        if expected is None:
+            assert option.get_string() == ""
+        elif isinstance(expected, bool):
+            assert option.get_boolean() is expected
+        else:
+            assert str(option.get_string()) == str(expected)
+    job.output_dir = "CryoSR/job007/"
+    job.joboptions["in_mics"].value = MICS
+    job.joboptions["tile"].value = "128"
+    job.joboptions["nr_threads"].value = 2
+    command = job.get_commands()[0].cmd
+    extra = ["--enhance", "yes"] if job_type == "cryosr.enhance" else []
+    assert command == ["python", "-m", "cryosr.relion_external.main", "--o", "CryoSR/job007/", "--in_mics", MICS,
+                       "--tile", "128", *extra, "--j", "2"]  # fmt: skip
+    assert job.additional_joboption_validation() == []
+    job.joboptions["gain_rot"].value = 7
+    [error] = job.additional_joboption_validation()
+    assert error.type == "error" and "--gain_rot 7" in error.message and error.raised_by == [job.joboptions["gain_rot"]]
