@@ -6,15 +6,29 @@ import argparse
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryosr.core.errors import InputError
 from cryosr.core.superres.reconstruct import DEFAULT_METHOD, METHODS
 
-__all__ = ["PluginConfig", "build_parser", "config_from_args", "parse_input"]
+__all__ = ["PluginConfig", "build_parser", "config_from_args", "parse_input", "parse_until"]
 
-_UID = re.compile(r"^[PJW]\d+$")
+_UID = re.compile(r"^[PJWS]\d+$")
 TRANSFERS = ("auto", "direct", "upload")
+
+
+def parse_until(text: str, now: datetime | None = None) -> datetime:
+    """``--until``: ``HH:MM`` (its next occurrence, local time) or an ISO date-time such as ``2026-12-03T18:30``."""
+    now = now or datetime.now()
+    try:
+        if re.fullmatch(r"\d{1,2}:\d{2}", text.strip()):
+            hour, minute = (int(v) for v in text.split(":"))
+            when = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            return when if when > now else when + timedelta(days=1)
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(None, f"--until {text!r}: expected HH:MM or a date-time such as 2026-12-03T18:30") from None
 
 
 def parse_input(spec: str) -> tuple[str, str]:
@@ -41,7 +55,17 @@ class PluginConfig:
     project_uid, workspace_uid : str
         Where the external job is created.
     input_job_uid, input_output : str
-        Source job and output (``J12``, ``micrographs``).
+        Source job and output (``J12``, ``micrographs``); ``input_job_uid`` is empty when following a session.
+    session_uid : str | None
+        Live session to follow (``--follow-session S1``) instead of a source job.
+    poll_interval_s : float
+        Following: seconds between two looks at the session's exposures.
+    idle_timeout_s : float | None
+        Following: stop after this many seconds without a newly motion-corrected exposure.
+    until : datetime | None
+        Following: stop at this local time.
+    save_every : int
+        Following: save the output after at most this many new micrographs (and after every poll).
     title : str
         External job title.
     resume_job_uid : str | None
@@ -70,7 +94,7 @@ class PluginConfig:
 
     project_uid: str
     workspace_uid: str
-    input_job_uid: str
+    input_job_uid: str = ""
     input_output: str = "micrographs"
     url: str | None = None
     email: str | None = None
@@ -86,15 +110,15 @@ class PluginConfig:
     scratch_dir: Path | None = None
     limit: int | None = None
     workers: int = 1
+    session_uid: str | None = None
+    poll_interval_s: float = 30.0
+    idle_timeout_s: float | None = None
+    until: datetime | None = None
+    save_every: int = 10
 
     def __post_init__(self) -> None:
-        for opt, value, prefix in (
-            ("--project", self.project_uid, "P"),
-            ("--workspace", self.workspace_uid, "W"),
-            ("--resume", self.resume_job_uid, "J"),
-        ):
-            if value is not None and not (_UID.fullmatch(value) and value[0] == prefix):
-                raise InputError(None, f"{opt} {value!r}: expected {prefix}<number>")
+        self._check_uids()
+        self._check_follow()
         if self.transfer not in TRANSFERS:
             raise InputError(None, f"--transfer {self.transfer!r}: use one of {', '.join(TRANSFERS)}")
         if self.source not in ("movie", "micrograph"):
@@ -109,6 +133,28 @@ class PluginConfig:
             raise InputError(None, "--workers > 1 needs the project directory here: use --transfer direct or auto")
         if self.url is not None and not re.match(r"^https?://", self.url):
             raise InputError(None, f"--url {self.url!r}: give the scheme, e.g. http://{self.url}")
+
+    def _check_uids(self) -> None:
+        for opt, value, prefix in (
+            ("--project", self.project_uid, "P"),
+            ("--workspace", self.workspace_uid, "W"),
+            ("--resume", self.resume_job_uid, "J"),
+            ("--follow-session", self.session_uid, "S"),
+        ):
+            if value is not None and not (_UID.fullmatch(value) and value[0] == prefix):
+                raise InputError(None, f"{opt} {value!r}: expected {prefix}<number>")
+        if bool(self.input_job_uid) == bool(self.session_uid):
+            raise InputError(None, "give exactly one of --input JOB[:OUTPUT] or --follow-session SESSION")
+
+    def _check_follow(self) -> None:
+        if not self.poll_interval_s >= 1:
+            raise InputError(None, f"--poll-interval {self.poll_interval_s:g}: must be at least 1 s")
+        if self.idle_timeout_s is not None and not self.idle_timeout_s > 0:
+            raise InputError(None, f"--idle-timeout {self.idle_timeout_s:g}: must be positive")
+        if self.save_every < 1:
+            raise InputError(None, f"--save-every {self.save_every}: must be at least 1")
+        if self.session_uid and self.workers > 1:
+            raise InputError(None, "--follow-session processes one exposure at a time: leave --workers at 1")
 
 
 def known_methods() -> tuple[str, ...]:
@@ -133,9 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     job = p.add_argument_group("job")
     job.add_argument("--project", required=True, help="project uid, e.g. P3")
     job.add_argument("--workspace", required=True, help="workspace uid, e.g. W1")
-    job.add_argument("--input", required=True, help="source JOB[:OUTPUT], e.g. J12 or J12:micrographs")
+    job.add_argument("--input", help="source JOB[:OUTPUT], e.g. J12 or J12:micrographs (or --follow-session)")
     job.add_argument("--title", default="cryosr 2x", help="title of the new External job")
     job.add_argument("--resume", metavar="JOB", help="continue an earlier cryosr External job (skip saved exposures)")
+    live = p.add_argument_group("following a Live session (instead of --input)")
+    live.add_argument("--follow-session", "--live", dest="follow_session", metavar="SESSION",
+                      help="Live session uid, e.g. S1: super-resolve its exposures as they are motion-corrected, "
+                      "saving them into one External job as they come")  # fmt: skip
+    live.add_argument("--poll-interval", type=float, default=30.0, metavar="SECONDS",
+                      help="seconds between two looks at the session (default 30)")  # fmt: skip
+    live.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                      help="stop after this long without a new exposure (default: follow until stopped)")  # fmt: skip
+    live.add_argument("--until", metavar="TIME", help="stop at this local time: HH:MM or 2026-12-03T18:30")
+    live.add_argument("--save-every", type=int, default=10, metavar="N",
+                      help="save the output after at most N new micrographs, and after every poll (default 10)")  # fmt: skip
     sr = p.add_argument_group("super-resolution")
     sr.add_argument(
         "--method", default=DEFAULT_METHOD, help=f"core method: {', '.join(known_methods())} (default {DEFAULT_METHOD})"
@@ -166,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(ns: argparse.Namespace) -> PluginConfig:
     """Build the frozen config from parsed arguments (validated in ``PluginConfig.__post_init__``)."""
-    job_uid, output = parse_input(ns.input)
+    job_uid, output = parse_input(ns.input) if ns.input else ("", "micrographs")
     return PluginConfig(
         project_uid=ns.project,
         workspace_uid=ns.workspace,
@@ -186,4 +243,9 @@ def config_from_args(ns: argparse.Namespace) -> PluginConfig:
         scratch_dir=ns.scratch_dir,
         limit=ns.limit,
         workers=ns.workers,
+        session_uid=ns.follow_session,
+        poll_interval_s=ns.poll_interval,
+        idle_timeout_s=ns.idle_timeout,
+        until=parse_until(ns.until) if ns.until else None,
+        save_every=ns.save_every,
     )

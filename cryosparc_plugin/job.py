@@ -140,16 +140,22 @@ def _open_job(project, config: PluginConfig, results: list[tuple[str, str]]):
         if OUTPUT_NAME not in job.outputs:
             job.add_output("exposure", OUTPUT_NAME, slots=out_slots, title="cryosr super-resolved micrographs")
         return job
-    job = project.create_external_job(
-        config.workspace_uid,
-        title=config.title,
-        desc=f"cryosr 2x super-resolution ({config.method}) of {config.input_job_uid}:{config.input_output}",
-    )
+    desc = f"cryosr 2x super-resolution ({config.method}) of {config.input_job_uid}:{config.input_output}"
+    return _wire_new_job(project, config, desc, in_slots, out_slots)
+
+
+def _wire_new_job(project, config: PluginConfig, desc: str, in_slots: list[dict], out_slots: list[dict]):
+    """Create an External job: the ``exposures`` input connected to the source (if ``in_slots``), the output.
+
+    If CryoSPARC rejects any of that, the new job is marked failed with the reason (``_fail_unwired``).
+    """
+    job = project.create_external_job(config.workspace_uid, title=config.title, desc=desc)
     step = "add_input"
     try:
-        job.add_input("exposure", INPUT_NAME, min=1, max=1, slots=in_slots, title="Exposures to super-resolve")
-        step = "connect"
-        job.connect(INPUT_NAME, config.input_job_uid, config.input_output)
+        if in_slots:
+            job.add_input("exposure", INPUT_NAME, min=1, max=1, slots=in_slots, title="Exposures to super-resolve")
+            step = "connect"
+            job.connect(INPUT_NAME, config.input_job_uid, config.input_output)
         step = "add_output"
         job.add_output("exposure", OUTPUT_NAME, slots=out_slots, title="cryosr super-resolved micrographs")
     except BaseException as exc:
@@ -187,12 +193,19 @@ def _fail_unwired(job, step: str, exc: BaseException) -> NoReturn:
     raise exc
 
 
-def _saved_micrographs(job) -> dict[int, SrMicrograph]:
-    """Rows of the job's ``micrographs`` output saved by an earlier run, by uid."""
+def _saved_output(job):
+    """The job's saved ``micrographs`` output (a ``Dataset``), or None when nothing was saved yet."""
     out = job.outputs.get(OUTPUT_NAME)
     if out is None or not any(r.metafiles for r in out.results):
+        return None
+    return job.load_output(OUTPUT_NAME)
+
+
+def _saved_micrographs(job) -> dict[int, SrMicrograph]:
+    """Rows of the job's ``micrographs`` output saved by an earlier run, by uid."""
+    dset = _saved_output(job)
+    if dset is None:
         return {}
-    dset = job.load_output(OUTPUT_NAME)
     return {
         int(uid): SrMicrograph(
             path=str(dset["micrograph_blob/path"][i]),
@@ -419,6 +432,23 @@ class _Register:
         self.job.log(f"[{k + 1}/{self.n_todo}] {name} ({'reused' if skipped else 'done'})", name="progress")
 
 
+def _process_one(files: _Files, register: _Register, config: PluginConfig, device: torch.device, k: int,
+                 s: ExposureSource) -> None:  # fmt: skip
+    """Fetch, super-resolve, check and publish exposure ``k`` in this process (the first one is plotted)."""
+    preview = files.scratch / "preview_lr.mrc" if not register.plotted and s.kind == "movie" else None
+    task = _task(files, s, config, preview)
+    register(k, s, task, process_superres(task, _sr_config(config, s), device=device))
+
+
+def _output_rows(job, inp, written: dict[int, SrMicrograph]):
+    """The ``micrographs`` output rows of the written micrographs (the rows of ``inp`` with their uids).
+
+    Only completely written micrographs are in ``written``: a saved output never names a half-written file.
+    """
+    rows = inp.query({"uid": list(written)}) if len(written) != len(inp) else inp
+    return fill_output(job.alloc_output(OUTPUT_NAME, rows), rows, written)
+
+
 def _process(job, project, config: PluginConfig, device: torch.device, summary: RunSummary) -> None:
     inp = job.load_input(INPUT_NAME)
     sources = exposure_sources(inp, prefer=config.source)
@@ -446,8 +476,7 @@ def _process(job, project, config: PluginConfig, device: torch.device, summary: 
         lr_sum = files.scratch / "preview_lr.mrc"  # the input side of the before/after image (movies)
         if config.workers == 1:  # one exposure at a time: inputs fetched and outputs published as we go
             for k, s in enumerate(todo):
-                task = _task(files, s, config, lr_sum if not register.plotted and s.kind == "movie" else None)
-                register(k, s, task, process_superres(task, _sr_config(config, s), device=device))
+                _process_one(files, register, config, device, k, s)
         else:
             tasks = [_task(files, s, config, None) for s in todo]
             fresh = (k for k, (s, t) in enumerate(zip(todo, tasks)) if s.kind == "movie" and not t.out_path.exists())
@@ -458,14 +487,11 @@ def _process(job, project, config: PluginConfig, device: torch.device, summary: 
                 register(k, s, task, record)
         summary.seconds = time.perf_counter() - t0
     written = {s.uid: saved[s.uid] for s in sources if s.uid in saved} | register.written
-    uids = [s.uid for s in sources]
-    rows = inp.query({"uid": uids}) if len(uids) != len(inp) else inp
-    out = job.alloc_output(OUTPUT_NAME, rows)
-    fill_output(out, rows, written)
+    out = _output_rows(job, inp, written)
     job.save_output(OUTPUT_NAME, out)
     summary.n_exposures = len(out)
     job.log(
-        f"cryosr: saved {len(out)} micrographs to output '{OUTPUT_NAME}' ({summary.n_processed} computed, "
+        f"cryosr: saved {summary.n_exposures} micrographs to output '{OUTPUT_NAME}' ({summary.n_processed} computed, "
         f"{summary.n_reused} reused) in {summary.seconds:.1f} s"
     )
 

@@ -96,9 +96,12 @@ class _CryosrJob(PipelinerJob):
     #: Params rows offered by this job (keys of ``PARAMS``), and rows fixed on its command line.
     PARAM_NAMES: tuple[str, ...] = ()
     FIXED: dict[str, str] = {}
+    #: ``jobinfo`` texts: display name, short and long description.
+    INFO: tuple[str, str, str] = ("", "", "")
 
     def __init__(self) -> None:
         super().__init__()
+        self.jobinfo.display_name, self.jobinfo.short_desc, self.jobinfo.long_desc = self.INFO
         self.jobinfo.version = __version__
         self.jobinfo.job_author = "cryosr"
         self.jobinfo.documentation = "docs/pipeliner.md in the cryosr repository"
@@ -156,16 +159,13 @@ class CryosrSuperres(_CryosrJob):
 
     PROCESS_NAME = "cryosr.superres"
     PARAM_NAMES = tuple(n for n in PARAMS if n not in ("enhance", "model"))
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.jobinfo.display_name = "cryosr 2x super-resolution"
-        self.jobinfo.short_desc = "2x super-resolved micrographs from the movies and their motion"
-        self.jobinfo.long_desc = (
-            "Reconstructs each micrograph on a 2x finer grid from its movie frames and the MotionCorr shifts "
-            "(pixel size halved, optics groups and per-micrograph metadata kept), for CtfFind, AutoPick and "
-            "Extract. Finished micrographs are kept when the job is aborted and skipped when it is continued."
-        )
+    INFO = (
+        "cryosr 2x super-resolution",
+        "2x super-resolved micrographs from the movies and their motion",
+        "Reconstructs each micrograph on a 2x finer grid from its movie frames and the MotionCorr shifts "
+        "(pixel size halved, optics groups and per-micrograph metadata kept), for CtfFind, AutoPick and "
+        "Extract. Finished micrographs are kept when the job is aborted and skipped when it is continued.",
+    )
 
 
 class CryosrEnhance(_CryosrJob):
@@ -175,15 +175,12 @@ class CryosrEnhance(_CryosrJob):
     PARAM_NAMES = tuple(n for n in PARAMS if n not in ("enhance", "method", "iterations", "mode", "train_movies",
                                                         "train_iterations"))  # fmt: skip
     FIXED = {"enhance": "yes"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.jobinfo.display_name = "cryosr enhance (denoise + 2x)"
-        self.jobinfo.short_desc = "Denoised, 2x super-resolved micrographs from a trained network"
-        self.jobinfo.long_desc = (
-            "Runs cryosr's enhancement network (shipped weights, or a .pt from `cryosr train`) on each movie "
-            "with its MotionCorr shifts and writes 2x micrographs (pixel size halved, optics groups kept)."
-        )
+    INFO = (
+        "cryosr enhance (denoise + 2x)",
+        "Denoised, 2x super-resolved micrographs from a trained network",
+        "Runs cryosr's enhancement network (shipped weights, or a .pt from `cryosr train`) on each movie "
+        "with its MotionCorr shifts and writes 2x micrographs (pixel size halved, optics groups kept).",
+    )
 
 
 def _first_pair(job_dir: Path, in_mics: str):

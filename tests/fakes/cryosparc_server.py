@@ -8,6 +8,11 @@ missing required field, on saving while the job is not running/waiting, on a pas
 of another type or that does not exist, on an unknown slot dtype, on adding slots to a
 completed job; 404 on unknown projects/jobs). The URL paths are made up: the client only
 depends on the ``summary`` of each operation. Tests of the fake itself are in ``tests/cryosparc/test_fakeserver.py``.
+
+Live sessions: ``add_session`` registers one, ``add_exposures`` makes exposure documents visible (tests
+call it between polls: exposures "appear over time"), ``set_stage`` moves one on; ``exposures.find``
+filters by project, session, stage and ``deleted`` and pages with ``limit``/``after`` (the ``_id`` of
+the last exposure of the previous page), in ``_id`` order, as the v5 signature suggests.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from cryosparc.dataset import Dataset
 from cryosparc.models.asset import GridFSAsset
 from cryosparc.models.auth import Token
 from cryosparc.models.event import ImageEvent, TextEvent
+from cryosparc.models.exposure import Exposure
 from cryosparc.models.job import Job
 from cryosparc.models.job_spec import JobSpec
 from cryosparc.models.project import Project
+from cryosparc.models.session import Session
 from cryosparc.models.user import User
 from cryosparc.models.workspace import Workspace
 
@@ -213,6 +220,16 @@ OPERATIONS = [
         "json",
         "ImageEvent",
     ),  # fmt: skip
+    ("sessions.find_one", "get", "/projects/{project_uid}/sessions/{session_uid}", [], None, "Session"),
+    (
+        "exposures.find",
+        "get",
+        "/exposures",
+        [("order", False), ("after", False), ("limit", False), ("uid", False), ("session_uid", False),
+         ("project_uid", False), ("stage", False), ("deleted", False)],
+        None,
+        "list:Exposure",
+    ),  # fmt: skip
     (
         "assets.upload",
         "post",
@@ -245,6 +262,9 @@ def openapi_schema() -> dict:
             ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "string"}}}}
         elif response == "list":
             ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}}  # fmt: skip
+        elif response.startswith("list:"):
+            items = {"$ref": f"#/components/schemas/{response[5:]}"}
+            ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "array", "items": items}}}}
         elif response == "pairs":
             pair = {"type": "array", "prefixItems": [{"type": "string"}, {"type": "string"}]}
             ok = {"description": "ok", "content": {"application/json": {"schema": {"type": "array", "items": pair}}}}
@@ -294,6 +314,8 @@ class FakeCryoSPARC:
         self.calls: list[str] = []
         self.events: list[tuple[str, str, str]] = []
         self.uploads: list[str] = []
+        self.sessions: dict[str, str] = {}  # uid -> status
+        self.exposures: list[Exposure] = []
         self._next_job = 1
         self._next_event = 1
         self.schema = openapi_schema()
@@ -326,6 +348,21 @@ class FakeCryoSPARC:
         }
         self.saved[(uid, output)] = dset
         return uid
+
+    def add_session(self, uid: str = "S1", status: str = "running") -> str:
+        """Register a Live session of project P3."""
+        self.sessions[uid] = status
+        return uid
+
+    def add_exposures(self, exposures: list[Exposure]) -> None:
+        """Make exposure documents visible to ``exposures.find`` (their ``_id`` orders the pages)."""
+        for e in exposures:
+            self.exposures.append(e.model_copy(update={"id": f"{len(self.exposures) + 1:024x}"}))
+
+    def set_stage(self, session_uid: str, uid: int, stage: str) -> None:
+        """Move exposure ``uid`` of a session to another Live stage."""
+        i = next(i for i, e in enumerate(self.exposures) if e.session_uid == session_uid and e.uid == uid)
+        self.exposures[i] = self.exposures[i].model_copy(update={"stage": stage})
 
     def _new_job_uid(self) -> str:
         uid = f"J{self._next_job}"
@@ -624,6 +661,30 @@ class FakeCryoSPARC:
         if not images or not all("fileid" in a for a in images):
             raise HTTPProblem(422, "images must be uploaded assets")
         return self._event(p, q, r, "image")
+
+    def op_sessions__find_one(self, p, q, r):
+        self._job(p)
+        uid = p["session_uid"]
+        if uid not in self.sessions:
+            raise HTTPProblem(404, f"Session P3-{uid} not found")
+        return Session(uid=uid, project_uid="P3", workspace_type="live", session_uid=uid, session_dir=f"{uid}",
+                       uid_num=int(uid[1:]), project_uid_num=3, session_uid_num=int(uid[1:]), errors=[],
+                       status=self.sessions[uid])  # fmt: skip
+
+    def op_exposures__find(self, p, q, r):
+        def listed(name):
+            value = q.get(name)
+            return None if value is None else [value] if isinstance(value, str) else list(value)
+
+        projects, sessions, stages = listed("project_uid"), listed("session_uid"), listed("stage")
+        deleted = q.get("deleted", "false") == "true"
+        found = [
+            e for e in self.exposures
+            if (projects is None or e.project_uid in projects) and (sessions is None or e.session_uid in sessions)
+            and (stages is None or e.stage in stages) and e.deleted == deleted and e.id > q.get("after", "")
+        ]  # fmt: skip
+        limit = int(q.get("limit", 100))
+        return [json.loads(e.model_dump_json(by_alias=True)) for e in found[:limit]]
 
     def op_assets__upload(self, p, q, r):
         data = r.read()
