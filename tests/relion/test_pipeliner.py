@@ -115,6 +115,16 @@ def test_native_superres_job_registers_its_node_shows_results_and_continues(proj
     _check_outputs(job)
 
 
+def test_native_enhance_job(project):
+    proj = project(n=1, t=6)  # the shipped network looks at 5 frames
+    job = proj.run_job({"_rlnJobTypeLabel": "cryosr.enhance", "in_mics": MICS}, run_in_foreground=True).output_dir
+    assert Path(job, "PIPELINER_JOB_EXIT_SUCCESS").exists(), Path(job, "run.err").read_text()
+    procs, nodes = _pipeline()
+    assert procs[job] == "Succeeded" and nodes[f"{job}micrographs.star"] == "MicrographGroupMetadata.star.relion.cryosr"
+    _check_outputs(job)
+    assert json.loads(Path(job, "cryosr_relion.json").read_text())["micrographs"][0]["method"] == "enhance"
+
+
 def test_cryosr_relion_as_relion_external_job(project):
     proj = project()
     options = {"_rlnJobTypeLabel": "relion.external", "fn_exe": str(BIN / "cryosr-relion"), "in_mic": MICS,
