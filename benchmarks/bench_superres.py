@@ -38,12 +38,13 @@ from cryosr.core.acquisition import Acquisition
 from cryosr.core.align import estimate_shifts
 from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.dose import dose_weighted_sum
-from cryosr.core.evaluate.frc import band_ring_frc, frc_band, frequency_grid, ssnr_from_frc
+from cryosr.core.evaluate.frc import band_ring_frc, frc_band, ssnr_from_frc
 from cryosr.core.evaluate.metrics import affine_fit, psnr
 from cryosr.core.io import read_micrograph, read_movie
 from cryosr.core.pipeline.superres import load_zssr_weights
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.simulate.project import read_true_shifts
+from cryosr.core.spectral import rfft_frequencies
 from cryosr.core.superres.reconstruct import SuperresConfig, run_superres
 
 HR_ROW = "HR movie (true shifts)"
@@ -86,7 +87,7 @@ def pixel_limit(hr_image: torch.Tensor, truth: torch.Tensor) -> dict:
     times the ring mean of the transfer², back to an FRC; averaged over the band's rings like
     ``frc_band(per_ring=True)``. The simulation has no detector MTF, so none enters here.
     """
-    ky, kx = frequency_grid(tuple(truth.shape[-2:]))
+    ky, kx = (g.expand(truth.shape[-2], truth.shape[-1] // 2 + 1) for g in rfft_frequencies(tuple(truth.shape[-2:]), dtype=torch.float32))
     box2 = (torch.cos(torch.pi * ky.double()) * torch.cos(torch.pi * kx.double())) ** 2
     out = {}
     for key, lo, hi, square in (("frc_in", 0.5, 1.0, False), ("frc_out", 1.0, 1.5, True)):

@@ -34,6 +34,7 @@ from torch_fourier_filter.dose_weight import critical_exposure
 
 from cryosr.core.acquisition import Acquisition
 from cryosr.core.dose import cumulative_dose, dose_filter_on_grid
+from cryosr.core.spectral import ring_index, ring_mean, smooth_curve
 
 __all__ = ["GAIN_CORRECTIONS", "estimate_signal_prior", "wiener_unalias"]
 
@@ -103,17 +104,14 @@ def estimate_signal_prior(
     h, w = cross.shape
     dev = cross.device
     n_bins = n_bins or min(h, w) // 2
-    fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)[:, None].expand(h, w)
-    fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)[None, :].expand(h, w)
-    f_fine = torch.sqrt(fy**2 + fx**2) / 2  # cycles per fine pixel
-    idx = (f_fine / 0.25 * n_bins).long()
-    inside = (idx < n_bins) & (f_fine > 0)
-    cross = cross.double()
-    sums = torch.zeros(n_bins, dtype=torch.float64, device=dev).index_add_(0, idx[inside], cross[inside])
-    counts = torch.zeros(n_bins, dtype=torch.float64, device=dev).index_add_(0, idx[inside], torch.ones_like(cross[inside]))
-    power = sums / counts.clamp(min=1)
+    fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)[:, None]
+    fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)[None, :]
+    f_fine = torch.sqrt(fy**2 + fx**2) / 2  # cycles per fine pixel (full DFT layout)
+    idx = ring_index(f_fine / 0.25, n_bins, floor=True, n_rings=n_bins + 1)  # bin n_bins: beyond the LR Nyquist
+    inside = ((idx < n_bins) & (f_fine > 0)).double()
+    power = ring_mean(cross.double(), idx, n_bins + 1, weights=inside)[:n_bins]
     centres = (torch.arange(n_bins, device=dev, dtype=torch.float64) + 0.5) * 0.25 / n_bins
-    envelope = _running_mean(power, envelope_bins)
+    envelope = smooth_curve(power, envelope_bins // 2, edges="replicate")  # envelope_bins: odd
     lo, hi = int(fit_band[0] * n_bins), max(int(fit_band[1] * n_bins), int(fit_band[0] * n_bins) + 3)
     band = slice(lo, hi)
     positive = envelope[band] > 0
@@ -131,15 +129,6 @@ def estimate_signal_prior(
     floor = float(positive_env.median()) * 1e-2 if positive_env.numel() else 1e-12
     power = envelope.clamp(min=floor)
     return centres, power, {"log_intercept": intercept, "slope_per_cycle": slope, "f_max": f_max}
-
-
-def _running_mean(values: torch.Tensor, width: int) -> torch.Tensor:
-    """Running mean over ``width`` neighbouring entries (edges replicated)."""
-    if width <= 1:
-        return values
-    kernel = torch.ones(1, 1, width, dtype=values.dtype, device=values.device) / width
-    padded = torch.nn.functional.pad(values[None, None], (width // 2, (width - 1) // 2), mode="replicate")
-    return torch.nn.functional.conv1d(padded, kernel)[0, 0]
 
 
 def _prior_at(f: torch.Tensor, centres: torch.Tensor, power: torch.Tensor, fit: dict) -> torch.Tensor:
