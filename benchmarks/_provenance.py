@@ -96,7 +96,7 @@ def provenance(argv: list[str]) -> dict:
         ``date_utc`` (ISO 8601, seconds), ``git_revision`` (short hash, or None outside git), ``git_dirty``
         (uncommitted changes to tracked files outside ``docs/``), ``command``, ``cpu``, ``cores``,
         ``torch``, ``torch_threads``, ``cuda_device`` (None without CUDA), ``python``, ``load_average``
-        (1, 5, 15 min, or None where the OS has none).
+        (1, 5, 15 min, or None where the OS has none). ``DocsPage.write`` adds ``load_average_end``.
     """
     torch_version, cuda, threads = _torch_info()
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs")
@@ -123,7 +123,7 @@ def _header(prov: dict) -> list[str]:
     rev = prov.get("git_revision") or "unknown"
     if prov.get("git_dirty"):
         rev += " (with uncommitted changes)"
-    load = prov.get("load_average")
+    load, load_end = prov.get("load_average"), prov.get("load_average_end")
     machine = f"{prov.get('cpu')}, {prov.get('cores')} cores"
     machine += f"; GPU {prov['cuda_device']}" if prov.get("cuda_device") else "; no GPU"
     machine += f"; torch {prov.get('torch')}"
@@ -137,8 +137,13 @@ def _header(prov: dict) -> list[str]:
         f"| git revision | {rev} |",
         f"| command | `{prov.get('command')}` |",
         f"| machine | {machine} |",
-        f"| load average at start (1/5/15 min) | {' / '.join(f'{x:.2f}' for x in load) if load else 'n/a'} |",
+        f"| load average at start (1/5/15 min) | {_loads(load)} |",
+        *([f"| load average at the end | {_loads(load_end)} |"] if load_end else []),
     ]
+
+
+def _loads(load: tuple | None) -> str:
+    return " / ".join(f"{x:.2f}" for x in load) if load else "n/a"
 
 
 def _as_markdown(text: str) -> str:
@@ -292,6 +297,8 @@ class DocsPage:
         """Write the page (atomically); returns its path, or None when not enabled."""
         if not self.enabled:
             return None
+        with contextlib.suppress(OSError):
+            self.prov["load_average_end"] = tuple(round(x, 2) for x in os.getloadavg())
         path = write_page(self.name, self.title, self.sections, self.prov, docs_dir=self.docs_dir)
         print(f"wrote docs/benchmarks/{path.name}")
         return path

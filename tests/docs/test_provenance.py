@@ -86,6 +86,7 @@ def test_docs_page_tees_stdout(prov_mod, tmp_path, capsys):
     assert "| 1 | 2 |" in out and "not printed" not in out
     text = (tmp_path / "y.md").read_text(encoding="utf-8")
     assert "## Printed\n\n| k | v |" in text and "## Added\n\nnot printed" in text
+    assert "| load average at the end |" in text
     assert sys.stdout is not None
 
     off = prov_mod.DocsPage("z", "Benchmark: z", enabled=False, docs_dir=tmp_path)
