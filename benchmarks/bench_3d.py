@@ -20,7 +20,7 @@ the truth frame is measured by cross-correlation with truth/movie_XXXX_clean.mrc
 coordinate goes into rlnOriginX/YAngst (RELION shifts each image by +origin), so no input loses
 RELION's integer-pixel extraction.
 
-Conventions checked on the real binaries (README, section evaluate): relion_preprocess puts the
+Conventions checked on the real binaries (docs/benchmarks/3d.md): relion_preprocess puts the
 pixel at 0-based array index ``round(x)`` at box index ``box // 2``; the origin sign above (the
 opposite sign costs 0.2-0.5 in FSC at 3 Å on noise-free data); the contrast and CTF signs
 (positive FSC). The controls give the pipeline's own ceiling for this particle count.
@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO.parent / "shared" / "data" / "real" / "models" / "atomic" / "6z6u_human_apoferritin_1.25A.pdb"
 SR_METHODS = ("bicubic", "fourier", "wiener", "drizzle", "zssr")
 BINARIES = ("relion_preprocess", "relion_reconstruct")
-#: default sizes (README quotes them): 24 movies x 18 particles = 432 particles, x24 (O) asymmetric units
+#: default sizes (docs/benchmarks/3d.md quotes them): 24 movies x 18 particles = 432 particles, x24 (O) asymmetric units
 DEFAULTS = {"movies": 24, "size": 512, "frames": 16, "dose": 2.5, "particles": 18, "box": 256, "pad": 1}
 
 

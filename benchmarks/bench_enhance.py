@@ -33,7 +33,7 @@ Usage::
         [--model default OTHER.pt] [--real MICROGRAPH.mrc] [--png-dir benchmarks/images] [--zssr] \\
         [--json rows.json] [--docs]     # --docs also writes docs/benchmarks/enhance.md
 
-The held-out projects of the README table: ``simulate_commands.held_out_for_bench_enhance`` in
+The held-out projects of the table in docs/benchmarks/enhance.md: ``simulate_commands.held_out_for_bench_enhance`` in
 ``core/data/enhance_default.json``.
 """
 

@@ -81,7 +81,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--shifts", type=Path, nargs="+", metavar="STAR",
         help="RELION per-micrograph motion STAR files (rlnMicrographMetadata), matched to movies by file name",
     )
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD} (best in the 3-D benchmark; README, section superres)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD} (best in the 3-D benchmark; docs/methods/superres.md)")
     parser.add_argument("--scale", type=int, default=2, help="only 2")
     parser.add_argument("--mode", default="movie", choices=("movie", "dataset"), help="zssr: train per movie or once")
     parser.add_argument("--train-movies", type=int, default=3, help="dataset mode: movies used for the shared training")

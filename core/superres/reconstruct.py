@@ -43,7 +43,7 @@ __all__ = ["DEFAULT_METHOD", "METHODS", "SuperresConfig", "SuperresResult", "run
 BASELINES = ("bicubic", "bilinear", "fourier")
 MULTI_FRAME = ("drizzle", "wiener", "zssr")
 METHODS = (*MULTI_FRAME, *BASELINES)
-#: The default: best in the 3-D benchmark (benchmarks/bench_3d.py) and robust; see README, section superres.
+#: The default: best in the 3-D benchmark (benchmarks/bench_3d.py) and robust; see docs/decisions.md.
 DEFAULT_METHOD = "drizzle"
 
 

@@ -216,8 +216,8 @@ def wiener_unalias(
         the data determine it, at the price of amplified noise where they barely do). ``none``: the
         plain posterior mean (minimum mean-square error per image). Reconstruction software models a
         micrograph as CTF x projection + noise: the plain posterior mean shrinks the rings near this
-        micrograph's CTF zeros more than the others, which that model does not know (README, section
-        evaluate).
+        micrograph's CTF zeros more than the others, which that model does not know (docs/methods/superres.md,
+        "Why drizzle is the default").
     min_gain : float
         Bins keeping less than this fraction of their signal carry no information: left out of the
         ring means (``ring``; no ring is amplified by more than ``1 / min_gain``) or set to 0 (``bin``).

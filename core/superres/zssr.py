@@ -21,7 +21,7 @@ comparison: the LR frames are 2x2-binned once more; the *later* frames (more dam
 in groups onto the LR grid with their halved shifts and the target is the aligned exposure-weighted
 sum of the *early* frames at the LR grid (disjoint frames, independent noise). At inference the same
 network is applied one scale up to groups of all frames drizzled onto the 2x grid. Measured on
-simulated movies (README, section superres) it fails: counting statistics and the CTF are not
+simulated movies (docs/benchmarks/superres.md) it fails: counting statistics and the CTF are not
 scale-invariant, so what the network learns one scale down does not transfer one scale up.
 
 The network works on the coarse grid (pixel-unshuffle of the fine-grid channels) and returns to the

@@ -68,17 +68,30 @@ def _markdown_files() -> list[Path]:
     return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown page: lower case, punctuation dropped, spaces to hyphens."""
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    slugs = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+        slugs.add(slug)
+    return slugs
+
+
 def test_relative_links_resolve():
+    """Every relative link (and its #anchor, for Markdown targets) in README.md and docs/ points somewhere."""
     broken = []
     for page in _markdown_files():
         text = FENCE.sub("", page.read_text(encoding="utf-8"))
-        text = re.sub(r"`[^`\n]*`", "", text)  # inline code is not a link
-        for target in LINK.findall(text):
-            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
-                continue  # http(s), mailto, in-page anchors
-            path = (page.parent / target.split("#", 1)[0]).resolve()
+        for target in LINK.findall(re.sub(r"`[^`\n]*`", "", text)):  # inline code is not a link
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
+                continue  # http(s), mailto
+            file, _, anchor = target.partition("#")
+            path = (page.parent / file).resolve() if file else page
             if not path.exists():
                 broken.append(f"{page.relative_to(REPO)}: {target}")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
     assert broken == []
 
 
