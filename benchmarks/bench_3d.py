@@ -51,6 +51,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.evaluate.fsc import fsc_against, match_map, soft_sphere_mask
@@ -151,7 +152,7 @@ def hr_acquired_sum(sim: Path, name: str, dose: float, pixel_size_a: float, out:
     if not out.exists():
         hr = read_movie(sim / "HR" / "Movies" / f"{name}.mrcs").frames
         shifts = true_shifts(sim / "truth" / f"{name}_shifts.star")
-        write_mrc(out, dose_weighted_sum(fourier_shift(hr, -2 * shifts), dose, pixel_size_a / 2), pixel_size_a / 2)
+        write_mrc(out, dose_weighted_sum(fourier_shift(hr, -2 * shifts), Acquisition(pixel_size_a / 2, dose)), pixel_size_a / 2)
     return out
 
 

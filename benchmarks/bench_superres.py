@@ -35,15 +35,17 @@ from pathlib import Path
 
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.align import estimate_shifts
 from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.evaluate.frc import band_ring_frc, frc_band, frequency_grid, ssnr_from_frc
 from cryosr.core.evaluate.metrics import affine_fit, psnr
 from cryosr.core.io import read_micrograph, read_movie
+from cryosr.core.pipeline.superres import load_zssr_weights
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.simulate.project import read_true_shifts
-from cryosr.core.superres.reconstruct import SuperresConfig, load_zssr_weights, run_superres
+from cryosr.core.superres.reconstruct import SuperresConfig, run_superres
 
 try:
     from _provenance import DocsPage  # run as a script: benchmarks/ is sys.path[0]
@@ -120,17 +122,17 @@ def bench_movie(sim: Path, name: str, args: argparse.Namespace, px: float, state
     truth = read_micrograph(sim / "truth" / f"{name}_clean.mrc").data
     rows: dict[str, dict] = {}
     t0 = time.perf_counter()
-    hr_sum = dose_weighted_sum(fourier_shift(hr, -2 * shifts), args.dose, px / 2)
+    acq = Acquisition(px, args.dose)
+    hr_sum = dose_weighted_sum(fourier_shift(hr, -2 * shifts), acq.binned(0.5))
     rows[HR_ROW] = {**scores(hr_sum, truth), "stages": {"reconstruct": time.perf_counter() - t0}}
     rows[LIMIT_ROW] = {**pixel_limit(hr_sum, truth), "stages": {}}
     t0 = time.perf_counter()
-    est = estimate_shifts(movie, pixel_size_a=px, dose_per_frame=args.dose)
+    est = estimate_shifts(movie, acq)
     align_s = time.perf_counter() - t0
     err, est_ref = shift_error(est, shifts)
 
     def add(label: str, config: SuperresConfig, use: torch.Tensor, estimated: bool, weights: dict | None = None):
-        res = run_superres(movie, pixel_size_a=px, dose_per_frame=args.dose, config=config, shifts_yx_px=use,
-                           weights=weights)  # fmt: skip
+        res = run_superres(movie, acq, config=config, shifts_yx_px=use, weights=weights)
         stages = {k: v for k, v in res.seconds.items() if k != "align"}
         if estimated:
             stages["align"] = align_s
@@ -151,16 +153,15 @@ def bench_movie(sim: Path, name: str, args: argparse.Namespace, px: float, state
         zssr = add("zssr halves (true shifts)", SuperresConfig(method="zssr", tile=0, iterations=its), shifts, False)
         if args.zssr_estimated:
             add("zssr halves (estimated shifts)", SuperresConfig(method="zssr", tile=0, iterations=its), est_ref, True)
-        add("zssr scale pairing (true shifts)",
-            SuperresConfig(method="zssr", tile=0, iterations=its, zssr_pairing="scale"), shifts, False)  # fmt: skip
         if state.get("dataset") is None:
             state["dataset"] = zssr.weights  # dataset mode: trained on the first movie ...
         else:  # ... and a short fine-tune on every later one
             cfg = SuperresConfig(method="zssr", tile=0, iterations=args.finetune_iterations)
             add(f"zssr dataset mode ({args.finetune_iterations}-step fine-tune)", cfg, shifts, False, state["dataset"])
         if args.zssr_init:
-            cfg = SuperresConfig(method="zssr", tile=0, iterations=args.finetune_iterations, init=args.zssr_init)
-            add(f"zssr --init {Path(args.zssr_init).name} ({args.finetune_iterations}-step fine-tune)", cfg, shifts, False)
+            cfg = SuperresConfig(method="zssr", tile=0, iterations=args.finetune_iterations)
+            add(f"zssr --init {Path(args.zssr_init).name} ({args.finetune_iterations}-step fine-tune)", cfg, shifts, False,
+                load_zssr_weights(args.zssr_init))
     hr_ssnr = float(ssnr_from_frc(torch.tensor(rows[HR_ROW]["frc_out"]).clamp(0, 0.999)))
     for row in rows.values():
         ssnr = float(ssnr_from_frc(torch.tensor(row["frc_out"]).clamp(0, 0.999)))
@@ -207,7 +208,7 @@ def shift_accuracy(args: argparse.Namespace, px: float) -> list[dict]:
         for path in sorted((sim / "Movies").glob("*.mrcs")):
             movie, shifts = load_movie(sim, path.name.split(".")[0])
             t0 = time.perf_counter()
-            est = estimate_shifts(movie, pixel_size_a=px, dose_per_frame=args.dose)
+            est = estimate_shifts(movie, Acquisition(px, args.dose))
             secs.append(time.perf_counter() - t0)
             errs.append(shift_error(est, shifts)[0])
         rows.append({"size": size, "errors": errs, "seconds": secs})

@@ -90,6 +90,14 @@ def _evict(paths: list[Path]) -> None:
             os.close(fd)
 
 
+def _acquisition(path: str | Path):
+    """The benchmark movies' acquisition: the header's pixel size, 1 e/Å² per frame."""
+    from cryosr.core.acquisition import Acquisition
+    from cryosr.core.io import read_movie_header
+
+    return Acquisition(read_movie_header(path).pixel_size_a or 1.0, 1.0)
+
+
 def _time_movie(path: str, out_dir: str, method: str, device_spec: str, repeats: int, threads: int) -> dict:
     from cryosr.core.device import resolve_device
     from cryosr.core.pipeline import MovieTask, process_superres
@@ -97,7 +105,7 @@ def _time_movie(path: str, out_dir: str, method: str, device_spec: str, repeats:
 
     torch.set_num_threads(threads)
     device = resolve_device(device_spec)
-    task = MovieTask(Path(path), Path(out_dir) / "sr.mrc", lr_sum_path=Path(out_dir) / "sum.mrc", dose_per_frame=1.0)
+    task = MovieTask(Path(path), Path(out_dir) / "sr.mrc", _acquisition(path), lr_sum_path=Path(out_dir) / "sum.mrc")
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -147,7 +155,7 @@ def _time_prefetch(paths: list[str], out_dir: str, frames: int, prefetch: bool, 
     torch.set_num_threads(threads)
     shifts = tuple(map(tuple, _true_shifts(frames).tolist()))
     tasks = [
-        MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", dose_per_frame=1.0, shifts_yx_px=shifts)
+        MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", _acquisition(p), shifts_yx_px=shifts)
         for p in paths
     ]
     _evict([Path(p) for p in paths])
@@ -183,7 +191,7 @@ def _time_workers(paths: list[str], out_dir: str, method: str, workers: int) -> 
     from cryosr.core.pipeline import MovieTask, process_superres
     from cryosr.core.superres.reconstruct import SuperresConfig
 
-    tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", dose_per_frame=1.0) for p in paths]
+    tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", _acquisition(p)) for p in paths]
     t0 = time.perf_counter()
     with MovieRunner(device_spec="cpu", workers=workers, progress=False) as runner:
         records = runner.run(tasks, SuperresConfig(method=method), process_fn=process_superres)
@@ -198,7 +206,7 @@ def _time_dataset(paths: list[str], out_dir: str, workers: int, iterations: int,
     from cryosr.core.pipeline import MovieTask, process_superres, train_zssr_dataset
     from cryosr.core.superres.reconstruct import SuperresConfig
 
-    tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", dose_per_frame=1.0) for p in paths]
+    tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", _acquisition(p)) for p in paths]
     t0 = time.perf_counter()
     with MovieRunner(device_spec="cpu", workers=workers, progress=False) as runner:
         weights, _ = runner.train(tasks[:1], SuperresConfig(method="zssr", iterations=train_iterations), train_fn=train_zssr_dataset)

@@ -15,11 +15,20 @@ import numpy as np
 import torch
 
 from cryosr.core.errors import InputError
-from cryosr.core.io.mrc import _open, _pixel_size
+from cryosr.core.io.mrc import _open, _pixel_size, read_mrc_header
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MOVIE_SUFFIXES", "Movie", "correct_defects", "read_defects", "read_gain", "read_movie"]
+__all__ = [
+    "MOVIE_SUFFIXES",
+    "Movie",
+    "MovieHeader",
+    "correct_defects",
+    "read_defects",
+    "read_gain",
+    "read_movie",
+    "read_movie_header",
+]
 
 MOVIE_SUFFIXES = (".mrc", ".mrcs", ".st", ".tif", ".tiff")
 #: Files read with tifffile: movies and gain references (EPU's Falcon ``.gain`` files are TIFF).
@@ -43,11 +52,69 @@ class Movie:
     frames: torch.Tensor
     pixel_size_a: float | None
     path: Path
+    integer_counts: bool = True
 
     @property
     def n_frames(self) -> int:
         """Number of frames."""
         return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class MovieHeader:
+    """What a movie file's header says, read without its pixel data.
+
+    Attributes
+    ----------
+    shape : tuple[int, int, int]
+        `(frames, y, x)`.
+    pixel_size_a : float | None
+        Pixel size in the header (None when absent, e.g. TIFF).
+    path : Path
+        The file.
+    """
+
+    shape: tuple[int, int, int]
+    pixel_size_a: float | None
+    path: Path
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames."""
+        return self.shape[0]
+
+
+def read_movie_header(path: str | Path) -> MovieHeader:
+    """Shape and pixel size of a movie (MRC/MRCS/ST or TIFF) from its header, without reading the data."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MOVIE_SUFFIXES:
+        raise InputError(path, f"unknown movie extension {path.suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    if suffix not in (".tif", ".tiff"):
+        header = read_mrc_header(path)
+        return MovieHeader(tuple(header["shape"]), header["pixel_size_a"], path)
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(int(n) for n in tif.series[0].shape)
+    except Exception as exc:
+        raise InputError(path, f"not a readable TIFF movie ({exc})") from exc
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {shape}")
+    return MovieHeader(shape, None, path)
+
+
+def _integer_valued(data: np.ndarray) -> bool:
+    """Whether the raw values are integer counts (an integer dtype, or floats that are whole numbers)."""
+    if np.issubdtype(data.dtype, np.integer):
+        return True
+    sample = np.asarray(data.reshape(-1)[:: max(1, data.size // 100_000)], dtype=np.float64)
+    return bool(np.all(np.floor(sample) == sample))
 
 
 def _read_mrc_stack(path: Path) -> tuple[np.ndarray, float | None]:
@@ -62,7 +129,7 @@ def _read_mrc_stack(path: Path) -> tuple[np.ndarray, float | None]:
         expected = int(mrc.header.nx) * int(mrc.header.ny) * int(mrc.header.nz)
         if data.size != expected:
             raise InputError(path, "truncated MRC: fewer bytes than the header declares")
-        return np.array(data, dtype=np.float32), _pixel_size(mrc)
+        return np.array(data), _pixel_size(mrc)
 
 
 def _read_tiff_stack(path: Path, flip_y: bool = True) -> tuple[np.ndarray, float | None]:
@@ -79,7 +146,7 @@ def _read_tiff_stack(path: Path, flip_y: bool = True) -> tuple[np.ndarray, float
         raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {data.shape}")
     if flip_y:
         data = data[:, ::-1, :]
-    return data.astype(np.float32), None
+    return np.ascontiguousarray(data), None
 
 
 def read_gain(path: str | Path, *, rotate: int = 0, flip: int = 0, tiff_flip_y: bool = True) -> torch.Tensor:
@@ -113,7 +180,7 @@ def read_gain(path: str | Path, *, rotate: int = 0, flip: int = 0, tiff_flip_y: 
         data, _ = _read_mrc_stack(path)
     if data.shape[0] != 1:
         raise InputError(path, f"gain reference must be a single image, found {data.shape[0]} frames")
-    gain = torch.from_numpy(data[0])
+    gain = torch.from_numpy(data[0].astype(np.float32))
     if not torch.isfinite(gain).all():
         raise InputError(path, "gain reference contains NaN or Inf")
     if rotate:
@@ -255,7 +322,8 @@ def read_movie(
         data, px = _read_tiff_stack(path, tiff_flip_y)
     else:
         data, px = _read_mrc_stack(path)
-    frames = torch.from_numpy(data)
+    integer_counts = _integer_valued(data)
+    frames = torch.from_numpy(data.astype(np.float32, copy=False))
     bad = ~torch.isfinite(frames).flatten(1).all(1)
     if bad.any():
         raise InputError(path, f"frame(s) {bad.nonzero().flatten().tolist()} contain NaN or Inf")
@@ -277,4 +345,4 @@ def read_movie(
         frames, n = correct_defects(frames, n_sigma=defect_sigma, mask=mask)
         if n:
             logger.info("%s: replaced %d defective pixels", path, n)
-    return Movie(frames=frames.contiguous(), pixel_size_a=px, path=path)
+    return Movie(frames=frames.contiguous(), pixel_size_a=px, path=path, integer_counts=integer_counts)
