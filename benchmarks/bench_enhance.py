@@ -31,9 +31,9 @@ Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_enhance.py --data HELDOUT_SIMDIR... \\
         [--model default OTHER.pt] [--real MICROGRAPH.mrc] [--png-dir benchmarks/images] [--zssr] \\
-        [--json rows.json]
+        [--json rows.json] [--docs]     # --docs also writes docs/benchmarks/enhance.md
 
-The held-out projects of the README table: ``simulate_commands.held_out_for_bench_enhance`` in
+The held-out projects of the table in docs/benchmarks/enhance.md: ``simulate_commands.held_out_for_bench_enhance`` in
 ``core/data/enhance_default.json``.
 """
 
@@ -64,6 +64,11 @@ from cryosr.core.fourier import bin_sum
 from cryosr.core.io import read_micrograph, read_movie
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.simulate.project import read_true_shifts
+
+try:
+    from _provenance import DocsPage  # run as a script: benchmarks/ is sys.path[0]
+except ImportError:  # loaded from the repository root (tests)
+    from benchmarks._provenance import DocsPage
 
 BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0))
 WINDOW = "cryosr enhance, movie window"
@@ -315,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the anchor and the movie window with the noise estimated from even/odd frames")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every per-movie row here")
+    parser.add_argument("--docs", action="store_true", help="also write docs/benchmarks/enhance.md")
     args = parser.parse_args(argv)
+    page = DocsPage("enhance", "Benchmark: enhancement (denoising) on held-out movies", enabled=args.docs,
+                    argv=None if argv is None else ["benchmarks/bench_enhance.py", *argv])  # fmt: skip
     torch.set_num_threads(args.threads)
     models = {}
     for spec in args.model:
@@ -331,14 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     n_movies = len({r["movie"] for r in rows})
     sigmas = [r["sigma_px"] for r in rows if "sigma_px" in r]
     sizes = sorted({f"{r['size'][0]}x{r['size'][1]}x{r['size'][2]} at {r['pixel_size_a']:.2f} Å/px" for r in rows})
-    print(f"{datetime.date.today()}, load average {os.getloadavg()[0]:.1f}, {args.threads} torch threads; "
-          f"{n_movies} held-out movies ({', '.join(sizes)}; {'true' if args.true_shifts else 'estimated'} shifts), "
-          f"mean ± sd over movies; FRC vs truth in bands of Nyquist; tuned Gaussian sigmas {sigmas} px")
-    print("\n".join(summarise(rows)))
-    for project in args.data:
-        print(f"  {project.name}: " + "; ".join(
-            f"{m}: {statistics.mean(r['psnr_db'] for r in rows if r['method'] == m and r['movie'].startswith(project.name + '/')):.2f} dB"
-            for m in dict.fromkeys(r["method"] for r in rows)))
+    with page.section("Held-out movies"):
+        print(f"{datetime.date.today()}, load average {os.getloadavg()[0]:.1f}, {args.threads} torch threads; "
+              f"{n_movies} held-out movies ({', '.join(sizes)}; {'true' if args.true_shifts else 'estimated'} shifts), "
+              f"mean ± sd over movies; FRC vs truth in bands of Nyquist; tuned Gaussian sigmas {sigmas} px")
+        print("\n".join(summarise(rows)))
+    with page.section("PSNR per project"):
+        for project in args.data:
+            print(f"  {project.name}: " + "; ".join(
+                f"{m}: {statistics.mean(r['psnr_db'] for r in rows if r['method'] == m and r['movie'].startswith(project.name + '/')):.2f} dB"
+                for m in dict.fromkeys(r["method"] for r in rows)))
     out = {"rows": rows}
     if args.png_dir is not None:
         first_model = next(iter(models.values()))
@@ -346,14 +356,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.real is not None:
         info = real_panels(args.real, models, topaz_net, args.png_dir or Path("."))
         out["real"] = info
-        print(f"real micrograph {args.real.name} ({info['shape']}, {info['pixel_size_a']:.3f} Å/px): "
-              f"s/MP {json.dumps({k: round(v, 2) for k, v in info['s_per_mp'].items()})}, panel {info['png']}")
-        for name, fit in info["ctf"].items():
-            print(f"  CTF fit {name}: resolution {fit['fit_resolution_a']} Å, defocus U/V "
-                  f"{fit['defocus_u_a']}/{fit['defocus_v_a']} Å, score {fit['score']}")
+        with page.section("Real micrograph"):
+            _print_real(args.real, info)
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    page.write()
     return 0
+
+
+def _print_real(real: Path, info: dict) -> None:
+    """The real-micrograph lines: seconds per megapixel and the CTF fit of each output."""
+    print(f"real micrograph {real.name} ({info['shape']}, {info['pixel_size_a']:.3f} Å/px): "
+          f"s/MP {json.dumps({k: round(v, 2) for k, v in info['s_per_mp'].items()})}, panel {info['png']}")
+    for name, fit in info["ctf"].items():
+        print(f"  CTF fit {name}: resolution {fit['fit_resolution_a']} Å, defocus U/V "
+              f"{fit['defocus_u_a']}/{fit['defocus_v_a']} Å, score {fit['score']}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Nothing here talks to a server or touches files: a ``Dataset`` (or plain numpy arrays) in, values
 out. Field conventions (``shape`` is ``[ny, nx]``, paths are project-relative) are those of
-cryosparc-tools 5.0 (see the README's CryoSPARC section for which ones are verified).
+cryosparc-tools 5.0 (see docs/cryosparc.md for which ones are verified).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@
    pin down are kept; noisy ones follow their neighbours.
 
 Shifts follow cryosr's convention: frame content = reference moved by ``+s``. Accuracy scales with
-the image area (the number of signal-bearing Fourier coefficients); see README, section superres.
+the image area (the number of signal-bearing Fourier coefficients); see docs/benchmarks/superres.md.
 """
 
 from __future__ import annotations

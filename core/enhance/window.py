@@ -39,7 +39,7 @@ class FrameWindow:
         Mean counts per pixel per frame (the normalisation constant).
     noise_power : torch.Tensor | None
         `(n_rings,)` float64 per-ring noise power of the window mean from the even/odd frame sums
-        (``ring_index`` of `(h, w)`); None when not asked for or for fewer than 2 frames.
+        (``anchor_rings`` of `(h, w)`); None when not asked for or for fewer than 2 frames.
     plain_sum : torch.Tensor
         `(h, w)` aligned plain sum of the frames (counts).
     dose_weighted : bool

@@ -34,6 +34,8 @@ from torch_fourier_filter.dose_weight import critical_exposure
 
 from cryosr.core.acquisition import Acquisition
 from cryosr.core.dose import cumulative_dose, dose_filter_on_grid
+from cryosr.core.shifts import phase_factors
+from cryosr.core.spectral import ring_index, ring_mean, smooth_curve
 
 __all__ = ["GAIN_CORRECTIONS", "estimate_signal_prior", "wiener_unalias"]
 
@@ -103,17 +105,14 @@ def estimate_signal_prior(
     h, w = cross.shape
     dev = cross.device
     n_bins = n_bins or min(h, w) // 2
-    fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)[:, None].expand(h, w)
-    fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)[None, :].expand(h, w)
-    f_fine = torch.sqrt(fy**2 + fx**2) / 2  # cycles per fine pixel
-    idx = (f_fine / 0.25 * n_bins).long()
-    inside = (idx < n_bins) & (f_fine > 0)
-    cross = cross.double()
-    sums = torch.zeros(n_bins, dtype=torch.float64, device=dev).index_add_(0, idx[inside], cross[inside])
-    counts = torch.zeros(n_bins, dtype=torch.float64, device=dev).index_add_(0, idx[inside], torch.ones_like(cross[inside]))
-    power = sums / counts.clamp(min=1)
+    fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)[:, None]
+    fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)[None, :]
+    f_fine = torch.sqrt(fy**2 + fx**2) / 2  # cycles per fine pixel (full DFT layout)
+    idx = ring_index(f_fine / 0.25, n_bins, floor=True, n_rings=n_bins + 1)  # bin n_bins: beyond the LR Nyquist
+    inside = ((idx < n_bins) & (f_fine > 0)).double()
+    power = ring_mean(cross.double(), idx, n_bins + 1, weights=inside)[:n_bins]
     centres = (torch.arange(n_bins, device=dev, dtype=torch.float64) + 0.5) * 0.25 / n_bins
-    envelope = _running_mean(power, envelope_bins)
+    envelope = smooth_curve(power, envelope_bins // 2, edges="replicate")  # envelope_bins: odd
     lo, hi = int(fit_band[0] * n_bins), max(int(fit_band[1] * n_bins), int(fit_band[0] * n_bins) + 3)
     band = slice(lo, hi)
     positive = envelope[band] > 0
@@ -131,15 +130,6 @@ def estimate_signal_prior(
     floor = float(positive_env.median()) * 1e-2 if positive_env.numel() else 1e-12
     power = envelope.clamp(min=floor)
     return centres, power, {"log_intercept": intercept, "slope_per_cycle": slope, "f_max": f_max}
-
-
-def _running_mean(values: torch.Tensor, width: int) -> torch.Tensor:
-    """Running mean over ``width`` neighbouring entries (edges replicated)."""
-    if width <= 1:
-        return values
-    kernel = torch.ones(1, 1, width, dtype=values.dtype, device=values.device) / width
-    padded = torch.nn.functional.pad(values[None, None], (width // 2, (width - 1) // 2), mode="replicate")
-    return torch.nn.functional.conv1d(padded, kernel)[0, 0]
 
 
 def _prior_at(f: torch.Tensor, centres: torch.Tensor, power: torch.Tensor, fit: dict) -> torch.Tensor:
@@ -229,15 +219,12 @@ def _accumulate(frames: torch.Tensor, shifts: torch.Tensor, dose: torch.Tensor, 
     )
     for i in range(t):
         spec = torch.fft.fft2(frames[i].to(real))
-        sy, sx = float(shifts[i, 0]), float(shifts[i, 1])
-        align = torch.polar(torch.ones_like(lr_fy), 2 * math.pi * lr_fy * sy)[:, None] * torch.polar(
-            torch.ones_like(lr_fx), 2 * math.pi * lr_fx * sx
-        )[None, :]
+        align = phase_factors(lr_fy, shifts[i, 0].neg())[:, None] * phase_factors(lr_fx, shifts[i, 1].neg())[None, :]
         acc.halves[i % 2] += spec * align.to(cplx)
         acc.q_halves[i % 2] += dose_filter_on_grid(geo.ne_in, dose[i : i + 1], voltage_kv=voltage_kv)[0].to(real)
         # frame i at LR bin k: sum_j q_i(K_j) B(K_j) exp(-2 pi i f_j . 2 s_i) X(K_j)
-        ey = (geo.box_y * torch.polar(torch.ones_like(geo.fy), -2 * math.pi * geo.fy * (2 * sy))).to(cplx)  # (h, 2)
-        ex = (geo.box_x * torch.polar(torch.ones_like(geo.fx), -2 * math.pi * geo.fx * (2 * sx))).to(cplx)  # (w, 2)
+        ey = (geo.box_y * phase_factors(geo.fy, 2 * shifts[i, 0])).to(cplx)  # (h, 2)
+        ex = (geo.box_x * phase_factors(geo.fx, 2 * shifts[i, 1])).to(cplx)  # (w, 2)
         weight = float(1.0 / acc.variance[i])
         for r0, r1 in geo.chunks:
             q = dose_filter_on_grid(geo.ne[r0:r1].reshape(r1 - r0, 4 * w), dose[i : i + 1], voltage_kv=voltage_kv)[0]

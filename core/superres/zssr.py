@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from cryosr.core.device import inference_autocast, to_channels_last
 from cryosr.core.errors import InputError
+from cryosr.core.spectral import rfft_radius, ring_index, ring_sum
 from cryosr.core.tiling import round_up, tiled_apply
 
 logger = logging.getLogger(__name__)
@@ -179,13 +180,10 @@ def _radial_n2n_filter(a: torch.Tensor, b: torch.Tensor, n_rings: int = 32) -> t
     Returns ring centres (cycles/pixel, 0..0.71) and gains, `(n_rings,)` each.
     """
     fa, fb = torch.fft.rfft2(a.double()), torch.fft.rfft2(b.double())
-    ky = torch.fft.fftfreq(a.shape[-2], device=a.device, dtype=torch.float64)[:, None]
-    kx = torch.fft.rfftfreq(a.shape[-1], device=a.device, dtype=torch.float64)[None, :]
     edge = 0.5 * math.sqrt(2)
-    ring = (torch.sqrt(ky**2 + kx**2) / edge * n_rings).long().clamp(max=n_rings - 1).expand_as(fa.real).flatten()
-    zeros = torch.zeros(n_rings, dtype=torch.float64, device=a.device)
-    num = zeros.index_add(0, ring, (fa * fb.conj()).real.flatten())
-    den = zeros.index_add(0, ring, (fa.abs() ** 2).flatten())
+    ring = ring_index(rfft_radius(tuple(a.shape[-2:]), device=a.device) / edge, n_rings, floor=True, n_rings=n_rings)
+    num = ring_sum((fa * fb.conj()).real, ring, n_rings)
+    den = ring_sum(fa.abs() ** 2, ring, n_rings)
     gain = (num / den.clamp(min=1e-30)).clamp(0.0, 1.0)
     centres = (torch.arange(n_rings, device=a.device, dtype=torch.float64) + 0.5) * edge / n_rings
     return centres, gain
@@ -203,14 +201,115 @@ def _apply_radial(image: torch.Tensor, ring_filter: tuple[torch.Tensor, torch.Te
     """Filter `(h, w)` by a radial gain profile (linear interpolation between ring centres)."""
     centres, gain = ring_filter
     h, w = image.shape
-    ky = torch.fft.fftfreq(h, device=image.device, dtype=torch.float64)[:, None]
-    kx = torch.fft.rfftfreq(w, device=image.device, dtype=torch.float64)[None, :]
-    f = torch.sqrt(ky**2 + kx**2)
+    f = rfft_radius((h, w), device=image.device)
     pos = ((f - centres[0]) / (centres[1] - centres[0])).clamp(0, len(centres) - 1)
     lo = pos.floor().long().clamp(max=len(centres) - 2)
     frac = pos - lo
     g = gain[lo] * (1 - frac) + gain[lo + 1] * frac
     return torch.fft.irfft2(torch.fft.rfft2(image.double()) * g, s=(h, w)).to(image.dtype)
+
+
+def _state(net: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@dataclass
+class _HalvesPair:
+    """The two normalised half reconstructions `(1, 1, H, W)`, split into a training area and a held-out strip."""
+
+    xa: torch.Tensor
+    xb: torch.Tensor
+    mean: float
+    std: float
+    val_w: int
+    train_w: int
+    x0: int
+    crop: int
+
+    @classmethod
+    def of(cls, half_a: torch.Tensor, half_b: torch.Tensor, receptive_radius: int, config: ZssrConfig) -> _HalvesPair:
+        big_h, big_w = half_a.shape
+        mean = float((half_a + half_b).mean()) / 2
+        std = float((half_a - half_b).std()) / math.sqrt(2) or 1.0  # noise-dominated scale of one half
+        # held-out strip: the last columns; training crops stay left of it (plus the receptive margin)
+        margin = receptive_radius + receptive_radius % 2
+        val_w = max(4, 2 * round(config.validation_fraction * big_w / 2))
+        train_w = big_w - val_w - margin
+        crop = min(config.crop, big_h - big_h % 2, train_w - train_w % 2)
+        if crop < 8:
+            raise InputError(None, f"zssr: reconstruction {big_h}x{big_w} is too small to train on")
+        xa, xb = (((h - mean) / std)[None, None] for h in (half_a, half_b))
+        return cls(xa, xb, mean, std, val_w, train_w, max(0, big_w - val_w - margin), crop)
+
+    @torch.no_grad()
+    def held_out_map(self, model: nn.Module) -> torch.Tensor:
+        """Per-pixel Noise2Noise loss `(H, val_w)` on the strip, both directions averaged."""
+        was_training = model.training
+        model.eval()
+        pa = model(self.xa[..., self.x0 :])[0, 0, :, -self.val_w :]
+        pb = model(self.xb[..., self.x0 :])[0, 0, :, -self.val_w :]
+        model.train(was_training)
+        return ((pa - self.xb[0, 0, :, -self.val_w :]) ** 2 + (pb - self.xa[0, 0, :, -self.val_w :]) ** 2) / 2
+
+    def held_out_loss(self, model: nn.Module) -> float:
+        return float(self.held_out_map(model).mean())
+
+    def linear_baseline(self) -> tuple[torch.Tensor, float]:
+        """Held-out loss map of the best radially symmetric linear filter (fitted on the training area;
+        a Wiener filter, which changes no FRC) -- what every network must beat -- and the best global gain."""
+        ta, tb = self.xa[0, 0, :, : self.train_w], self.xb[0, 0, :, : self.train_w]
+        shrink = float((ta * tb).sum() / (ta * ta).sum().clamp(min=1e-12))
+        ring_filter = _radial_n2n_filter(ta, tb)
+        fa, fb = _apply_radial(self.xa[0, 0], ring_filter), _apply_radial(self.xb[0, 0], ring_filter)
+        v = self.val_w
+        baseline = ((fa[:, -v:] - self.xb[0, 0, :, -v:]) ** 2 + (fb[:, -v:] - self.xa[0, 0, :, -v:]) ** 2) / 2
+        return baseline, min(max(shrink, 0.0), 1.0)
+
+    def batch(self, gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random crops of one half and the same crops of the other, randomly rotated/flipped."""
+        pair = torch.cat([self.xa, self.xb])  # (2, 1, H, W)
+        crop, big_h = self.crop, self.xa.shape[-2]
+        ys = torch.randint(0, big_h - crop + 1, (n,), generator=gen).tolist()
+        xs = torch.randint(0, self.train_w - crop + 1, (n,), generator=gen).tolist()
+        which = torch.randint(0, 2, (n,), generator=gen).tolist()
+        ks = torch.randint(0, 8, (n,), generator=gen).tolist()
+        inp = torch.cat([_dihedral(pair[w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
+        tgt = torch.cat([_dihedral(pair[1 - w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
+        return inp[:, None], tgt[:, None]
+
+
+def _train_loop(net: ZssrNet, pair: _HalvesPair, config: ZssrConfig, start: float,
+                callback: Callable[[int, int], None] | None) -> tuple[tuple, list[float]]:  # fmt: skip
+    """Adam steps on random crop pairs; every ``eval_every`` steps the held-out loss picks the best state."""
+    best = (start, _state(net), 0)
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    losses = []
+    for step in range(1, config.iterations + 1):
+        inp, tgt = pair.batch(gen, config.batch)
+        loss = F.mse_loss(net(inp), tgt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % config.eval_every == 0 or step == config.iterations:
+            value = pair.held_out_loss(net)
+            if value < best[0]:
+                best = (value, _state(net), step)
+        if callback is not None:
+            callback(step, config.iterations)
+    return best, losses
+
+
+def _keep_if_better(net: ZssrNet, pair: _HalvesPair, baseline_map: torch.Tensor, select: bool, step: int) -> tuple[float, int]:
+    """Paired comparison with the linear baseline on the strip, in 8x8-pixel blocks (neighbouring pixels are
+    correlated): the network is kept only if better by more than 3 standard errors, else set to the identity."""
+    diff = _block_means(pair.held_out_map(net) - baseline_map, 8)
+    t_stat = float(diff.mean() / (diff.std() / math.sqrt(diff.numel())).clamp(min=1e-30)) if diff.numel() > 1 else 0.0
+    if select and not t_stat < -3.0:  # not clearly better than a radial linear filter (which changes no FRC)
+        set_identity(net)
+        return t_stat, -1
+    return t_stat, step
 
 
 def train_zssr_halves(
@@ -251,86 +350,21 @@ def train_zssr_halves(
     if half_a.shape != half_b.shape or half_a.ndim != 2:
         raise InputError(None, f"zssr: two (H, W) halves of one shape needed, got {tuple(half_a.shape)}, {tuple(half_b.shape)}")
     t0 = time.perf_counter()
-    big_h, big_w = half_a.shape
-    mean = float((half_a + half_b).mean()) / 2
-    std = float((half_a - half_b).std()) / math.sqrt(2) or 1.0  # noise-dominated scale of one half
-    xa = ((half_a - mean) / std)[None, None]
-    xb = ((half_b - mean) / std)[None, None]
     fresh = net is None
-    if net is None:
-        net = make_net(config)
-    net = net.to(half_a.device)
-    # held-out strip: the last columns; training crops stay left of it (plus the receptive margin)
-    margin = net.receptive_radius + net.receptive_radius % 2
-    val_w = max(4, 2 * round(config.validation_fraction * big_w / 2))
-    train_w = big_w - val_w - margin
-    crop = min(config.crop, big_h - big_h % 2, train_w - train_w % 2)
-    if crop < 8:
-        raise InputError(None, f"zssr: reconstruction {big_h}x{big_w} is too small to train on")
-    x0 = max(0, big_w - val_w - margin)
-
-    @torch.no_grad()
-    def held_out_map(model: nn.Module) -> torch.Tensor:
-        """Per-pixel Noise2Noise loss `(H, val_w)` on the strip, both directions averaged."""
-        was_training = model.training
-        model.eval()
-        pa = model(xa[..., x0:])[0, 0, :, -val_w:]
-        pb = model(xb[..., x0:])[0, 0, :, -val_w:]
-        model.train(was_training)
-        return ((pa - xb[0, 0, :, -val_w:]) ** 2 + (pb - xa[0, 0, :, -val_w:]) ** 2) / 2
-
-    def held_out_loss(model: nn.Module) -> float:
-        return float(held_out_map(model).mean())
-
-    # baseline every network must beat: the best radially symmetric linear filter of the input
-    # (a Wiener filter, which changes no FRC), fitted on the training area, scored on the strip
-    ta, tb = xa[0, 0, :, :train_w], xb[0, 0, :, :train_w]
-    shrink = float((ta * tb).sum() / (ta * ta).sum().clamp(min=1e-12))
-    shrink = min(max(shrink, 0.0), 1.0)
-    ring_filter = _radial_n2n_filter(ta, tb)
-    fa, fb = _apply_radial(xa[0, 0], ring_filter), _apply_radial(xb[0, 0], ring_filter)
-    baseline_map = ((fa[:, -val_w:] - xb[0, 0, :, -val_w:]) ** 2 + (fb[:, -val_w:] - xa[0, 0, :, -val_w:]) ** 2) / 2
+    net = (make_net(config) if net is None else net).to(half_a.device)
+    pair = _HalvesPair.of(half_a, half_b, net.receptive_radius, config)
+    baseline_map, shrink = pair.linear_baseline()
     identity = float(baseline_map.mean())
     if fresh:
         with torch.no_grad():
             net.gain.fill_(shrink)  # start from the linear baseline
     net.train()
-    start = held_out_loss(net)
-    best = (start, {k: v.detach().clone() for k, v in net.state_dict().items()}, 0)
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-    pair = torch.cat([xa, xb])  # (2, 1, H, W)
-    losses = []
-    for step in range(1, config.iterations + 1):
-        ys = torch.randint(0, big_h - crop + 1, (config.batch,), generator=gen).tolist()
-        xs = torch.randint(0, train_w - crop + 1, (config.batch,), generator=gen).tolist()
-        which = torch.randint(0, 2, (config.batch,), generator=gen).tolist()
-        ks = torch.randint(0, 8, (config.batch,), generator=gen).tolist()
-        inp = torch.cat([_dihedral(pair[w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
-        tgt = torch.cat([_dihedral(pair[1 - w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
-        loss = F.mse_loss(net(inp[:, None]), tgt[:, None])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % config.eval_every == 0 or step == config.iterations:
-            value = held_out_loss(net)
-            if value < best[0]:
-                best = (value, {k: v.detach().clone() for k, v in net.state_dict().items()}, step)
-        if callback is not None:
-            callback(step, config.iterations)
-    select = config.select
-    if not select:
-        best = (held_out_loss(net), {k: v.detach().clone() for k, v in net.state_dict().items()}, config.iterations)
+    start = pair.held_out_loss(net)
+    best, losses = _train_loop(net, pair, config, start, callback)
+    if not config.select:
+        best = (pair.held_out_loss(net), _state(net), config.iterations)
     net.load_state_dict(best[1])
-    best_step = best[2]
-    # paired comparison with the baseline on the strip, in 8x8-pixel blocks (neighbouring pixels are
-    # correlated): the network is kept only if it is better by more than 3 standard errors
-    diff = _block_means(held_out_map(net) - baseline_map, 8)
-    t_stat = float(diff.mean() / (diff.std() / math.sqrt(diff.numel())).clamp(min=1e-30)) if diff.numel() > 1 else 0.0
-    if select and not t_stat < -3.0:  # not clearly better than a radial linear filter (which changes no FRC)
-        set_identity(net)
-        best_step = -1
+    t_stat, best_step = _keep_if_better(net, pair, baseline_map, config.select, best[2])
     n = max(1, len(losses) // 10)
     info = {
         "pairing": "halves",
@@ -343,8 +377,8 @@ def train_zssr_halves(
         "shrink": shrink,
         "best_step": best_step,
         "iterations": config.iterations,
-        "half_mean": mean,
-        "half_std": std,
+        "half_mean": pair.mean,
+        "half_std": pair.std,
         "seconds": time.perf_counter() - t0,
     }
     logger.debug("zssr halves: held-out loss identity %.4g, start %.4g, kept %.4g (step %d)",

@@ -14,13 +14,14 @@ from cryosr.core.enhance.dataset import make_training_movie, sample_batch
 from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie, run_network
 from cryosr.core.enhance.losses import focal_frequency_loss
 from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
-from cryosr.core.enhance.prefilter import ring_index, ring_mean, smooth_rings, wiener_anchor
+from cryosr.core.enhance.prefilter import anchor_rings, wiener_anchor
 from cryosr.core.enhance.training import TrainConfig, train_enhancer
 from cryosr.core.enhance.window import estimate_dose_per_frame, frame_window
 from cryosr.core.errors import InputError
 from cryosr.core.evaluate.metrics import psnr
 from cryosr.core.fourier import bin_sum, upsample_bicubic
 from cryosr.core.shifts import fourier_shift
+from cryosr.core.spectral import ring_mean, smooth_curve
 
 ACQ1 = Acquisition(1.0)
 TINY = EnhanceNetConfig(frames=4, channels=8, encoder_blocks=1, fusion_layers=1, reconstructor_blocks=1)
@@ -323,8 +324,8 @@ def test_frame_window_noise_power_measures_coloured_noise(t, dose):
     measured = frame_window(frames.double(), 2, acq, noise=True).noise_power
     # noise of the (dose-weighted) sum: t frames of power n² counts H², divided by (t mean)²,
     # smoothed over rings like the estimate
-    rings = ring_index((n, n))
-    expected = smooth_rings(ring_mean(colour.double() ** 2, rings)) * n * n * 4.0 * t / (t * mean_counts) ** 2
+    rings = anchor_rings((n, n))
+    expected = smooth_curve(ring_mean(colour.double() ** 2, rings), 4) * n * n * 4.0 * t / (t * mean_counts) ** 2
     band = slice(5, 40)
     ratio = measured[band] / expected[band]
     assert float(ratio.mean()) == pytest.approx(1.0, abs=0.08)
