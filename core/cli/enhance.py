@@ -1,6 +1,6 @@
 """Enhance (denoise, optionally 2x super-resolve) movies or micrographs with the spatio-temporal network.
 
-Each INPUT is a movie (.mrcs/.tif/.tiff, or an .mrc stack with more than one frame) or a single
+Each INPUT is a movie (.mrcs/.tif/.tiff/.eer, or an .mrc stack with more than one frame) or a single
 micrograph (.mrc with one frame). Movies are aligned (estimated shifts, or --shifts), split into the
 model's frame window and enhanced; a micrograph is enhanced as a one-frame window. Writes
 OUT/<stem>.mrc in counts of the whole exposure per output pixel, header pixel size = input / scale.
@@ -13,13 +13,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from cryosr.core.cli.options import add_eer_args
 from cryosr.core.device import resolve_device
 from cryosr.core.enhance.checkpoint import load_checkpoint
 from cryosr.core.enhance.infer import NOISE_ESTIMATES, EnhanceConfig, enhance_micrograph, enhance_movie
 from cryosr.core.errors import InputError
-from cryosr.core.io import read_micrograph, read_movie, read_mrc_header, write_mrc
+from cryosr.core.io import read_micrograph, read_movie, write_mrc
 from cryosr.core.io.motion_star import read_relion_motion
-from cryosr.core.io.movie import MOVIE_SUFFIXES, read_gain
+from cryosr.core.io.movie import EER_SUFFIX, MOVIE_SUFFIXES, header_pixel_size_a, movie_shape, read_eer_gain, read_gain
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class EnhanceJob:
     voltage_kv: float
     device: str
     overwrite: bool
+    eer_grouping: int = 0
+    eer_upsampling: int = 1
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -84,24 +89,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "trained with (recorded in the checkpoint; corner if none); micrographs always use corner")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-
-
-def _frame_shape(path: Path) -> tuple[int, int, int]:
-    """``(frames, y, x)`` of an MRC or TIFF file from its header, without reading the data."""
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return read_mrc_header(path)["shape"]
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tuple(int(n) for n in tif.series[0].shape)
-    except Exception as exc:
-        raise InputError(path, f"not a readable TIFF movie ({exc})") from exc
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3:
-        raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {shape}")
-    return shape
+    add_eer_args(parser)
 
 
 def _check_pixel_size(path: Path, pixel_size_a: float, meta: dict) -> None:
@@ -123,6 +111,57 @@ def _pixel_size(path: Path, pixel_size_a: float | None, meta: dict) -> float:
     return float(pixel_size_a)
 
 
+def _gain_for(job: EnhanceJob, path: Path, shape: tuple[int, int], cache: dict) -> torch.Tensor | None:
+    """The gain factor for one movie's frames, read once per kind (an EER gain follows RELION's EER rules)."""
+    if job.gain is None:
+        return None
+    if path.suffix.lower() == EER_SUFFIX:
+        key = ("eer", shape)
+        if key not in cache:
+            physical = (shape[0] // job.eer_upsampling, shape[1] // job.eer_upsampling)
+            cache[key] = read_eer_gain(job.gain, physical, job.eer_upsampling, rotate=job.gain_rotate, flip=job.gain_flip)
+    else:
+        key = ("plain",)
+        if key not in cache:
+            cache[key] = read_gain(job.gain, rotate=job.gain_rotate, flip=job.gain_flip)
+    gain = cache[key]
+    if tuple(gain.shape) != shape:
+        raise InputError(job.gain, f"gain shape {tuple(gain.shape)} does not match the frames of {path.name} {shape}")
+    return gain
+
+
+def _input_pixel_size(job: EnhanceJob, path: Path) -> float | None:
+    """``--pixel-size`` on the frames' grid (EER: the physical pixel / upsampling), else the header's."""
+    if job.pixel_size_a is None:
+        return header_pixel_size_a(path, eer_upsampling=job.eer_upsampling)
+    eer = path.suffix.lower() == EER_SUFFIX
+    return job.pixel_size_a / job.eer_upsampling if eer else job.pixel_size_a
+
+
+def _plan_input(job: EnhanceJob, path: Path, shifts_path: Path | None, window: int, meta: dict, gains: dict) -> tuple:
+    """Check one INPUT from its header (no pixel data): ``(path, movie, shifts, out, gain, pixel_size_a)``."""
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    suffix = path.suffix.lower()
+    if suffix not in MOVIE_SUFFIXES:
+        raise InputError(path, f"unknown extension {path.suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
+    n, h, w = movie_shape(path, eer_grouping=job.eer_grouping, eer_upsampling=job.eer_upsampling)
+    movie = suffix in (".tif", ".tiff", ".mrcs", ".st", EER_SUFFIX) or n > 1
+    px = _pixel_size(path, _input_pixel_size(job, path), meta)
+    if movie and n < window:
+        raise InputError(path, f"the model's window of {window} frames is larger than the movie ({n} frames)")
+    gain = _gain_for(job, path, (h, w), gains) if movie else None
+    out = job.out_dir / f"{path.stem}.mrc"
+    if out.exists() and not job.overwrite:
+        raise InputError(out, "exists already (pass --overwrite to replace it)")
+    shifts = read_relion_motion(shifts_path).shifts_yx_px if shifts_path is not None else None
+    if shifts is not None and not movie:
+        raise InputError(shifts_path, f"shifts given for {path.name}, which is a single micrograph")
+    if shifts is not None and shifts.shape[0] != n:
+        raise InputError(path, f"{shifts.shape[0]} shifts in {shifts_path.name} for a movie of {n} frames")
+    return path, movie, shifts, out, gain, px
+
+
 def run(job: EnhanceJob) -> list[Path]:
     """Validate every input, then enhance them one by one (each output written atomically).
 
@@ -135,40 +174,14 @@ def run(job: EnhanceJob) -> list[Path]:
     if job.enhance.scale not in model.config.scales:
         raise InputError(job.model, f"model has no {job.enhance.scale}x head (trained for {list(model.config.scales)})")
     # every check that needs no pixel data runs here, before any output is written
-    gain = None
-    if job.gain is not None:
-        gain = read_gain(job.gain, rotate=job.gain_rotate, flip=job.gain_flip)  # read once, oriented
+    gains: dict = {}
     plan = []
     for i, path in enumerate(job.inputs):
-        if not path.is_file():
-            raise InputError(path, "no such file")
-        suffix = path.suffix.lower()
-        if suffix not in MOVIE_SUFFIXES:
-            raise InputError(path, f"unknown extension {path.suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
-        n, h, w = _frame_shape(path)
-        movie = suffix in (".tif", ".tiff", ".mrcs", ".st") or n > 1
-        if suffix in (".tif", ".tiff"):  # TIFF movies carry no pixel size
-            _pixel_size(path, job.pixel_size_a, meta)
-        else:
-            _pixel_size(path, job.pixel_size_a or read_mrc_header(path)["pixel_size_a"], meta)
-        if movie and n < model.config.frames:
-            raise InputError(path, f"the model's window of {model.config.frames} frames is larger than the movie ({n} frames)")
-        if movie and gain is not None and tuple(gain.shape) != (h, w):
-            raise InputError(job.gain, f"gain shape {tuple(gain.shape)} does not match the frames of {path.name} ({h}, {w})")
-        out = job.out_dir / f"{path.stem}.mrc"
-        if out.exists() and not job.overwrite:
-            raise InputError(out, "exists already (pass --overwrite to replace it)")
-        shifts = read_relion_motion(job.shifts[i]).shifts_yx_px if job.shifts else None
-        if shifts is not None and not movie:
-            raise InputError(job.shifts[i], f"shifts given for {path.name}, which is a single micrograph")
-        if shifts is not None and shifts.shape[0] != n:
-            raise InputError(path, f"{shifts.shape[0]} shifts in {job.shifts[i].name} for a movie of {n} frames")
-        plan.append((path, movie, shifts, out))
+        plan.append(_plan_input(job, path, job.shifts[i] if job.shifts else None, model.config.frames, meta, gains))
     written = []
-    for path, movie, shifts, out in plan:
+    for path, movie, shifts, out, gain, px in plan:
         if movie:
-            mv = read_movie(path, gain=gain)
-            px = float(job.pixel_size_a or mv.pixel_size_a)
+            mv = read_movie(path, gain=gain, eer_grouping=job.eer_grouping, eer_upsampling=job.eer_upsampling)
             frames = mv.frames.to(device)
             try:
                 result = enhance_movie(
@@ -179,7 +192,6 @@ def run(job: EnhanceJob) -> list[Path]:
                 raise InputError(path, exc.problem) from exc
         else:
             mic = read_micrograph(path)
-            px = float(job.pixel_size_a or mic.pixel_size_a)
             try:
                 result = enhance_micrograph(mic.data.to(device), model, job.enhance)
             except InputError as exc:
@@ -206,6 +218,8 @@ def main(args: argparse.Namespace) -> int:
         voltage_kv=args.voltage,
         device=args.device,
         overwrite=args.overwrite,
+        eer_grouping=args.eer_grouping,
+        eer_upsampling=args.eer_upsampling,
     )
     run(job)
     return 0

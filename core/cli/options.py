@@ -1,8 +1,9 @@
-"""Shared ``--workers``/``--scheduler``/``--cluster`` options (not a subcommand).
+"""Shared options (not a subcommand): ``--workers``/``--scheduler``/``--cluster`` and ``--eer-*``.
 
-``cryosr superres`` uses them; any other command or adapter that runs movies through
+``cryosr superres`` uses the scaling options; any other command or adapter that runs movies through
 ``cryosr.core.batch.MovieRunner`` can add the same options with ``add_scale_args`` and
-turn them into runner keywords with ``runner_kwargs``.
+turn them into runner keywords with ``runner_kwargs``. ``add_eer_args`` declares how EER movies
+are rendered (``cryosr superres`` and ``cryosr enhance``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import argparse
 
 from cryosr.core.batch import CLUSTER_KINDS, ClusterConfig
+from cryosr.core.io.eer import DEFAULT_EER_GROUPING, EER_UPSAMPLINGS
 
-__all__ = ["add_scale_args", "cluster_config", "runner_kwargs", "scale_command_args"]
+__all__ = ["add_eer_args", "add_scale_args", "cluster_config", "eer_command_args", "runner_kwargs", "scale_command_args"]
 
 
 def add_scale_args(parser: argparse.ArgumentParser) -> None:
@@ -85,4 +87,25 @@ def scale_command_args(args: argparse.Namespace) -> list[str]:
                 parts += [f"--cluster-{name}", value]
         parts += [f"--cluster-directive={d}" for d in args.cluster_directive]
         parts += [w for line in args.cluster_prologue for w in ("--cluster-prologue", line)]
+    return parts
+
+
+def add_eer_args(parser: argparse.ArgumentParser) -> None:
+    """Declare ``--eer-grouping`` and ``--eer-upsampling`` (they apply to ``.eer`` movies only)."""
+    g = parser.add_argument_group("EER movies (Falcon 4/4i)")
+    g.add_argument("--eer-grouping", type=int, default=0, metavar="N",
+                   help=f"detector frames per rendered fraction (default {DEFAULT_EER_GROUPING}, as RELION); a remainder "
+                   "is dropped with a warning. --dose-per-frame is then the dose per fraction (RELION's convention)")
+    g.add_argument("--eer-upsampling", type=int, default=1, choices=EER_UPSAMPLINGS,
+                   help="1: render events on the physical pixel; 2: on the 2x grid (the detector's own sub-pixel "
+                   "positions; --pixel-size stays the physical pixel)")
+
+
+def eer_command_args(args: argparse.Namespace) -> list[str]:
+    """The EER options that differ from their defaults, as command-line words."""
+    parts: list[str] = []
+    if args.eer_grouping:
+        parts += ["--eer-grouping", str(args.eer_grouping)]
+    if args.eer_upsampling != 1:
+        parts += ["--eer-upsampling", str(args.eer_upsampling)]
     return parts

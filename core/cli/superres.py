@@ -25,7 +25,7 @@ import torch
 
 from cryosr.core import __version__
 from cryosr.core.batch import MovieRunner
-from cryosr.core.cli.options import add_scale_args, runner_kwargs, scale_command_args
+from cryosr.core.cli.options import add_eer_args, add_scale_args, eer_command_args, runner_kwargs, scale_command_args
 from cryosr.core.errors import InputError
 from cryosr.core.io import atomic_path
 from cryosr.core.io.motion_star import RelionMotion, read_relion_motion
@@ -68,7 +68,7 @@ class SuperresRun:
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Declare the ``superres`` options."""
-    parser.add_argument("movies", nargs="+", type=Path, metavar="MOVIE", help="movies (.mrcs/.mrc/.tif) or micrographs")
+    parser.add_argument("movies", nargs="+", type=Path, metavar="MOVIE", help="movies (.mrcs/.mrc/.tif/.eer) or micrographs")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--pixel-size", type=float, help="input pixel size in Å (default: header or --shifts)")
     parser.add_argument("--dose-per-frame", type=float, help="e/Å² per frame (default: from --shifts)")
@@ -104,6 +104,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=1024, help="LR tile edge (0: whole frames)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="recompute movies whose output exists")
+    add_eer_args(parser)
     add_scale_args(parser)
 
 
@@ -117,7 +118,7 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [f"--{name.replace('_', '-')}", str(value)]
     if args.shifts:
         parts += ["--shifts", *map(str, args.shifts)]
-    return shlex.join(parts + scale_command_args(args))
+    return shlex.join(parts + eer_command_args(args) + scale_command_args(args))
 
 
 def _match_shifts(movie: Path, motions: list[RelionMotion]) -> RelionMotion | None:
@@ -158,6 +159,8 @@ def build_run(args: argparse.Namespace) -> SuperresRun:
                 gain_rotate=args.gain_rotate,
                 gain_flip=args.gain_flip,
                 shifts_yx_px=None if motion is None else tuple(map(tuple, motion.shifts_yx_px.tolist())),
+                eer_grouping=args.eer_grouping,
+                eer_upsampling=args.eer_upsampling,
             )
         )
     iterations = args.iterations

@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_EER_GROUPING",
     "EER_UPSAMPLINGS",
     "EerHeader",
+    "check_upsampling",
     "eer_fractions",
     "eer_gain",
     "encode_eer_frame",
@@ -154,7 +155,8 @@ def read_eer_header(path: str | Path) -> EerHeader:
     return header
 
 
-def _check_upsampling(path: Path | None, upsampling: int) -> None:
+def check_upsampling(path: Path | None, upsampling: int) -> None:
+    """Refuse an EER upsampling other than 1 or 2 (one-line ``InputError`` naming ``path``)."""
     if upsampling not in EER_UPSAMPLINGS:
         raise InputError(path, f"EER upsampling {upsampling}: must be 1 (physical grid) or 2 (2x grid)")
 
@@ -199,7 +201,7 @@ def read_eer(path: str | Path, *, grouping: int = 0, upsampling: int = 1) -> tup
     import tifffile
 
     path = Path(path)
-    _check_upsampling(path, upsampling)
+    check_upsampling(path, upsampling)
     header = read_eer_header(path)
     n = eer_fractions(path, header.n_frames, grouping)
     g = grouping or DEFAULT_EER_GROUPING
@@ -272,7 +274,7 @@ def rendered_acquisition(acquisition: Acquisition, *, grouping: int, upsampling:
     The rendered movie has the pixel divided by ``upsampling`` and the exposure per fraction,
     ``grouping`` times that per frame: the number RELION's ``--dose_per_frame`` takes.
     """
-    _check_upsampling(None, upsampling)
+    check_upsampling(None, upsampling)
     dose = acquisition.dose_per_frame_e_a2
     return acquisition.binned(1.0 / upsampling).with_dose(None if dose is None else dose * grouping)
 

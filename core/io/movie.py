@@ -1,8 +1,9 @@
-"""Movies: MRC/MRCS stacks (memory-mapped) and multi-page TIFF, with gain and defect correction.
+"""Movies: MRC/MRCS stacks (memory-mapped), multi-page TIFF and EER, with gain and defect correction.
 
 Orientation: TIFF images are flipped along Y (the slow axis) when read, as RELION does ("for
 compatibility with UCSF MotionCor2 and IMOD", RELION's Conventions page; checked against
-``relion_image_handler`` in the tests), so a TIFF movie gives the same array as RELION sees.
+``relion_image_handler`` in the tests), so a TIFF movie gives the same array as RELION sees. EER movies (``cryosr.core.io.eer``) are
+rendered into fractions and never flipped, as in RELION.
 """
 
 from __future__ import annotations
@@ -15,13 +16,27 @@ import numpy as np
 import torch
 
 from cryosr.core.errors import InputError
-from cryosr.core.io.mrc import _open, _pixel_size
+from cryosr.core.io.eer import check_upsampling as check_eer_upsampling
+from cryosr.core.io.eer import eer_fractions, eer_gain, read_eer, read_eer_header
+from cryosr.core.io.mrc import _open, _pixel_size, read_mrc_header
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MOVIE_SUFFIXES", "Movie", "correct_defects", "read_defects", "read_gain", "read_movie"]
+__all__ = [
+    "EER_SUFFIX",
+    "MOVIE_SUFFIXES",
+    "Movie",
+    "correct_defects",
+    "header_pixel_size_a",
+    "movie_shape",
+    "read_defects",
+    "read_eer_gain",
+    "read_gain",
+    "read_movie",
+]
 
-MOVIE_SUFFIXES = (".mrc", ".mrcs", ".st", ".tif", ".tiff")
+EER_SUFFIX = ".eer"
+MOVIE_SUFFIXES = (".mrc", ".mrcs", ".st", ".tif", ".tiff", EER_SUFFIX)
 #: Files read with tifffile: movies and gain references (EPU's Falcon ``.gain`` files are TIFF).
 TIFF_SUFFIXES = (".tif", ".tiff", ".gain")
 
@@ -35,7 +50,8 @@ class Movie:
     frames : torch.Tensor
         `(t, h, w)` float32 frames (counts, gain-corrected when a gain was given).
     pixel_size_a : float | None
-        Pixel size from the header (None when absent).
+        Pixel size of ``frames`` from the header (None when absent); for an EER movie rendered at
+        ``eer_upsampling`` 2 half the physical pixel.
     path : Path
         Source file.
     """
@@ -211,6 +227,66 @@ def correct_defects(
     return torch.where(mask, num / den, frames), n
 
 
+def _read_frames(path: Path, tiff_flip_y: bool, eer_grouping: int, eer_upsampling: int) -> tuple[np.ndarray, float | None]:
+    suffix = path.suffix.lower()
+    if suffix not in MOVIE_SUFFIXES:
+        raise InputError(path, f"unknown movie extension {suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if suffix == EER_SUFFIX:
+        return read_eer(path, grouping=eer_grouping, upsampling=eer_upsampling)
+    if suffix in (".tif", ".tiff"):
+        return _read_tiff_stack(path, tiff_flip_y)
+    return _read_mrc_stack(path)
+
+
+def _movie_gain(
+    path: Path, gain: torch.Tensor | str | Path, frame_shape: tuple[int, int], *, rotate: int, flip: int,
+    tiff_flip_y: bool, eer_upsampling: int,
+) -> torch.Tensor:
+    """The factor that multiplies the frames: the gain as given, or, for EER, by RELION's EER rules."""
+    if isinstance(gain, torch.Tensor):
+        if tuple(gain.shape) != frame_shape:
+            raise InputError(path, f"gain shape {tuple(gain.shape)} does not match movie frames {frame_shape}")
+        return gain
+    gain = Path(gain)
+    if path.suffix.lower() != EER_SUFFIX:
+        gain_t = read_gain(gain, rotate=rotate, flip=flip, tiff_flip_y=tiff_flip_y)
+        if tuple(gain_t.shape) != frame_shape:
+            raise InputError(gain, f"gain shape {tuple(gain_t.shape)} does not match movie frames {frame_shape}")
+        return gain_t
+    return read_eer_gain(gain, (frame_shape[0] // eer_upsampling, frame_shape[1] // eer_upsampling), eer_upsampling,
+                         rotate=rotate, flip=flip, tiff_flip_y=tiff_flip_y)  # fmt: skip
+
+
+def read_eer_gain(
+    path: str | Path, physical_shape: tuple[int, int], upsampling: int, *, rotate: int = 0, flip: int = 0,
+    tiff_flip_y: bool = True,
+) -> torch.Tensor:
+    """Read the gain reference of an EER movie as the factor that multiplies its rendered frames.
+
+    EPU's ``.gain`` (TIFF) is multiplicative and, as in RELION, not flipped (EER frames are not
+    flipped either); any other file (MRC) holds the detector's sensitivity and is inverted
+    (``eer_gain``). ``rotate``/``flip`` orient it as in ``read_gain``.
+
+    Returns
+    -------
+    factor : torch.Tensor
+        `(h * upsampling, w * upsampling)` float32.
+    """
+    path = Path(path)
+    multiplicative = path.suffix.lower() == ".gain"
+    gain = read_gain(path, rotate=rotate, flip=flip, tiff_flip_y=tiff_flip_y and not multiplicative)
+    return eer_gain(gain, physical_shape, upsampling, multiplicative=multiplicative, path=path)
+
+
+def _defect_mask(path: Path, defects: torch.Tensor | str | Path, frame_shape: tuple[int, int], tiff_flip_y: bool) -> torch.Tensor:
+    mask = defects if isinstance(defects, torch.Tensor) else read_defects(defects, frame_shape, tiff_flip_y=tiff_flip_y)
+    if tuple(mask.shape) != frame_shape:
+        raise InputError(path, f"defect mask shape {tuple(mask.shape)} does not match movie frames {frame_shape}")
+    return mask
+
+
 def read_movie(
     path: str | Path,
     *,
@@ -220,6 +296,8 @@ def read_movie(
     defect_sigma: float | None = None,
     defects: torch.Tensor | str | Path | None = None,
     tiff_flip_y: bool = True,
+    eer_grouping: int = 0,
+    eer_upsampling: int = 1,
 ) -> Movie:
     """Read a movie stack, gain-correct it and check it.
 
@@ -227,54 +305,95 @@ def read_movie(
     ----------
     path : str | Path
         ``.mrc``/``.mrcs``/``.st`` (memory-mapped; MRC modes float16/int8/uint8/int16/uint16/
-        float32) or ``.tif``/``.tiff`` (multi-page, LZW/deflate compressed as written by
-        EPU/SerialEM).
+        float32), ``.tif``/``.tiff`` (multi-page, LZW/deflate compressed as written by
+        EPU/SerialEM) or ``.eer`` (Falcon 4/4i electron events, rendered into fractions: see
+        ``cryosr.core.io.eer``).
     gain : torch.Tensor | str | Path | None
-        Multiplicative gain reference (tensor or file); orientation options apply to a file.
+        Multiplicative gain reference (tensor, at the frames' shape) or file; orientation options
+        apply to a file. For EER a file is read with RELION's EER rules (``read_eer_gain``).
     gain_rotate, gain_flip : int
         RELION-style gain orientation (see ``read_gain``).
     defect_sigma : float | None
         When given, replace hot pixels (see ``correct_defects``).
     defects : torch.Tensor | str | Path | None
         Known camera defects: a `(h, w)` bool mask or a defect file (``read_defects``), replaced
-        by their neighbours' mean.
+        by their neighbours' mean; at the shape of the frames as read (for EER: the rendered grid).
     tiff_flip_y : bool
         TIFF frames are flipped along Y (the slow axis) on reading, as RELION, MotionCor2 and IMOD
         do, so that micrographs, coordinates and ``--gain_rot/--gain_flip`` match RELION's for the
-        same movie. MRC data are never flipped.
+        same movie. MRC data and EER frames are never flipped (RELION neither).
+    eer_grouping : int
+        EER only: detector frames per rendered fraction (0: RELION's default, 40); a remainder is
+        dropped with a warning, a grouping larger than the frame count is an error.
+    eer_upsampling : int
+        EER only: 1 renders on the physical grid, 2 on the 2x grid.
+
+    Returns
+    -------
+    movie : Movie
+        For EER, one frame per fraction and ``pixel_size_a`` the pixel of the rendered grid (the
+        physical pixel / ``eer_upsampling``); the dose per frame of such a movie is the dose per
+        fraction (RELION's convention; ``cryosr.core.io.eer.rendered_acquisition``).
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".eer":
-        raise InputError(path, "EER movies are not supported yet; convert to TIFF (relion_convert_to_tiff)")
-    if suffix not in MOVIE_SUFFIXES:
-        raise InputError(path, f"unknown movie extension {suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if suffix in (".tif", ".tiff"):
-        data, px = _read_tiff_stack(path, tiff_flip_y)
-    else:
-        data, px = _read_mrc_stack(path)
+    data, px = _read_frames(path, tiff_flip_y, eer_grouping, eer_upsampling)
     frames = torch.from_numpy(data)
+    shape = tuple(frames.shape[-2:])
     bad = ~torch.isfinite(frames).flatten(1).all(1)
     if bad.any():
         raise InputError(path, f"frame(s) {bad.nonzero().flatten().tolist()} contain NaN or Inf")
     if gain is not None:
-        gain_path = gain if not isinstance(gain, torch.Tensor) else None
-        gain_t = (
-            read_gain(gain, rotate=gain_rotate, flip=gain_flip, tiff_flip_y=tiff_flip_y) if gain_path is not None else gain
-        )
-        if tuple(gain_t.shape) != tuple(frames.shape[-2:]):
-            where = gain_path if gain_path is not None else path
-            raise InputError(where, f"gain shape {tuple(gain_t.shape)} does not match movie frames {tuple(frames.shape[-2:])}")
-        frames = frames * gain_t.to(frames.dtype)
+        factor = _movie_gain(path, gain, shape, rotate=gain_rotate, flip=gain_flip, tiff_flip_y=tiff_flip_y,
+                             eer_upsampling=eer_upsampling)  # fmt: skip
+        frames = frames * factor.to(frames.dtype)
     if defect_sigma is not None or defects is not None:
-        mask = None
-        if defects is not None:
-            mask = defects if isinstance(defects, torch.Tensor) else read_defects(defects, tuple(frames.shape[-2:]), tiff_flip_y=tiff_flip_y)
-            if tuple(mask.shape) != tuple(frames.shape[-2:]):
-                raise InputError(path, f"defect mask shape {tuple(mask.shape)} does not match movie frames {tuple(frames.shape[-2:])}")
+        mask = None if defects is None else _defect_mask(path, defects, shape, tiff_flip_y)
         frames, n = correct_defects(frames, n_sigma=defect_sigma, mask=mask)
         if n:
             logger.info("%s: replaced %d defective pixels", path, n)
     return Movie(frames=frames.contiguous(), pixel_size_a=px, path=path)
+
+
+def movie_shape(path: str | Path, *, eer_grouping: int = 0, eer_upsampling: int = 1) -> tuple[int, int, int]:
+    """``(frames, y, x)`` of a movie as ``read_movie`` would return it, from its header only.
+
+    For EER: the number of rendered fractions and the rendered grid (``eer_fractions`` warns
+    about dropped frames and refuses a grouping larger than the frame count).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == EER_SUFFIX:
+        check_eer_upsampling(path, eer_upsampling)
+        header = read_eer_header(path)
+        n = eer_fractions(path, header.n_frames, eer_grouping)
+        return (n, header.shape[0] * eer_upsampling, header.shape[1] * eer_upsampling)
+    if suffix not in (".tif", ".tiff"):
+        return tuple(read_mrc_header(path)["shape"])
+    return _tiff_shape(path)
+
+
+def _tiff_shape(path: Path) -> tuple[int, int, int]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(int(n) for n in tif.series[0].shape)
+    except Exception as exc:
+        raise InputError(path, f"not a readable TIFF movie ({exc})") from exc
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {shape}")
+    return shape
+
+
+def header_pixel_size_a(path: str | Path, *, eer_upsampling: int = 1) -> float | None:
+    """Pixel size of the frames ``read_movie`` returns, from the header (TIFF: None; EER: physical / upsampling)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return None
+    if suffix == EER_SUFFIX:
+        px = read_eer_header(path).pixel_size_a
+        return None if px is None else px / eer_upsampling
+    return read_mrc_header(path)["pixel_size_a"]

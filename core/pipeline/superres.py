@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["process_superres", "train_zssr_dataset"]
 
 
+def _read(task: MovieTask):
+    return read_movie(task.movie_path, gain=task.gain_path, gain_rotate=task.gain_rotate, gain_flip=task.gain_flip,
+                      eer_grouping=task.eer_grouping, eer_upsampling=task.eer_upsampling)  # fmt: skip
+
+
 def process_superres(
     task: MovieTask,
     config: SuperresConfig,
@@ -57,9 +62,9 @@ def process_superres(
         logger.info("%s exists, skipping", task.out_path)
         return {"movie": str(task.movie_path), "output": str(task.out_path), "skipped": True}
     t0 = time.perf_counter()
-    movie = read_movie(task.movie_path, gain=task.gain_path, gain_rotate=task.gain_rotate, gain_flip=task.gain_flip)
+    movie = _read(task)
     seconds = {"read": time.perf_counter() - t0}
-    pixel_size_a = task.pixel_size_a or movie.pixel_size_a
+    pixel_size_a = task.frame_pixel_size_a or movie.pixel_size_a
     if pixel_size_a is None:
         raise InputError(task.movie_path, "pixel size missing from the header; give it explicitly")
     frames = movie.frames.to(device)
@@ -140,8 +145,8 @@ def train_zssr_dataset(tasks: list[MovieTask], config: SuperresConfig, *, device
     weights = None
     records = []
     for task in tasks:
-        movie = read_movie(task.movie_path, gain=task.gain_path, gain_rotate=task.gain_rotate, gain_flip=task.gain_flip)
-        pixel_size_a = task.pixel_size_a or movie.pixel_size_a
+        movie = _read(task)
+        pixel_size_a = task.frame_pixel_size_a or movie.pixel_size_a
         if pixel_size_a is None:
             raise InputError(task.movie_path, "pixel size missing from the header; give it explicitly")
         if task.dose_per_frame is None:
