@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryosr.core.cli.options import add_eer_args
 from cryosr.core.errors import InputError
 from cryosr.core.superres.reconstruct import DEFAULT_METHOD, METHODS
 
@@ -66,6 +67,10 @@ class PluginConfig:
     workers : int
         Parallel worker processes (a Dask LocalCluster through ``MovieRunner``, as
         ``cryosr superres --workers``); 1 = in this process. Needs the project directory here.
+    eer_grouping : int
+        EER movies: detector frames per fraction (required for EER exposures; 0 = not given).
+    eer_upsampling : int | None
+        EER movies: 1 or 2; None = the grid of the dataset's ``movie_blob/shape`` (a different value is refused).
     """
 
     project_uid: str
@@ -86,6 +91,8 @@ class PluginConfig:
     scratch_dir: Path | None = None
     limit: int | None = None
     workers: int = 1
+    eer_grouping: int = 0
+    eer_upsampling: int | None = None
 
     def __post_init__(self) -> None:
         for opt, value, prefix in (
@@ -160,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--project-dir", type=Path, help="local mount of the project directory, if not at the server path")
     io.add_argument("--scratch-dir", type=Path, help="local folder for files moved over HTTP (default: temporary)")
     io.add_argument("--limit", type=int, help="process only the first N exposures")
+    add_eer_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -186,4 +194,6 @@ def config_from_args(ns: argparse.Namespace) -> PluginConfig:
         scratch_dir=ns.scratch_dir,
         limit=ns.limit,
         workers=ns.workers,
+        eer_grouping=ns.eer_grouping,
+        eer_upsampling=ns.eer_upsampling,
     )

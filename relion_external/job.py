@@ -199,10 +199,13 @@ def _plan_work(args: JobArgs, items: list[MicrographItem]) -> list[WorkItem]:
             if args.dose_per_frame is None:
                 raise InputError(star, "movies input needs the dose: add a Params row 'dose_per_frame' (e/A^2 per frame)")
             gain = _exists(args.gain_ref, "gain reference", star) if args.gain_ref else None
+            if (args.eer_upsampling or 1) != 1:
+                raise InputError(star, "eer_upsampling 2 needs Input micrographs from a MotionCorr run with EER upsampling 2 "
+                                 "(the output pixel of Input movies is the physical pixel / 2)")  # fmt: skip
             task = MovieTask(
                 movie_path=_exists(it.source, "movie", star), out_path=out, pixel_size_a=it.pixel_size_a,
                 dose_per_frame=args.dose_per_frame, gain_path=gain, gain_rotate=args.gain_rot,
-                gain_flip=args.gain_flip,
+                gain_flip=args.gain_flip, eer_grouping=args.eer_grouping, eer_upsampling=args.eer_upsampling or 1,
             )  # fmt: skip
             work.append(WorkItem(it, task, "movie", voltage, 0.0))
         elif _is_missing(it.metadata):
@@ -230,11 +233,18 @@ def _movie_from_motion(args: JobArgs, it: MicrographItem, motion: RelionMotion, 
             "(re-run MotionCorr with binning factor 1)",
         )
     movie = _exists(motion.movie_name, "movie", meta)
-    if motion.pixel_size_a and abs(motion.pixel_size_a - it.pixel_size_a) > 1e-3 * it.pixel_size_a:
+    eer = movie.suffix.lower() == ".eer"
+    # an EER micrograph has the pixel of RELION's rendering grid; the task takes the physical pixel
+    mic_px = it.pixel_size_a * (motion.eer_upsampling if eer else 1)
+    if motion.pixel_size_a and abs(motion.pixel_size_a - mic_px) > 1e-3 * mic_px:
         raise InputError(
             meta, f"movie pixel size {motion.pixel_size_a} A differs from the micrograph pixel size {it.pixel_size_a} A"
         )
-    shifts = tuple(map(tuple, motion.shifts_yx_px.tolist()))
+    upsampling = args.eer_upsampling or motion.eer_upsampling
+    if upsampling != motion.eer_upsampling:
+        raise InputError(meta, f"MotionCorr rendered the EER movie at upsampling {motion.eer_upsampling}, not "
+                         f"{upsampling}: the output pixel follows its micrographs (leave eer_upsampling empty)")  # fmt: skip
+    shifts = tuple(map(tuple, motion.shifts_for_eer_upsampling(upsampling).tolist()))
     n_movie = motion.n_frames_movie
     if motion.start_frame != 1 or (n_movie is not None and n_movie != len(shifts)):
         logger.warning("%s: shifts cover frames %d-%d of %s; re-estimating the alignment",
@@ -247,8 +257,9 @@ def _movie_from_motion(args: JobArgs, it: MicrographItem, motion: RelionMotion, 
     if dose is None:
         raise InputError(meta, "no dose per frame (rlnMicrographDoseRate); add a Params row 'dose_per_frame'")
     task = MovieTask(
-        movie_path=movie, out_path=out, pixel_size_a=it.pixel_size_a, dose_per_frame=dose, gain_path=gain,
+        movie_path=movie, out_path=out, pixel_size_a=mic_px, dose_per_frame=dose, gain_path=gain,
         gain_rotate=args.gain_rot, gain_flip=args.gain_flip, shifts_yx_px=shifts,
+        eer_grouping=args.eer_grouping or motion.eer_grouping, eer_upsampling=upsampling,
     )  # fmt: skip
     return WorkItem(it, task, "movie", motion.voltage_kv or voltage, motion.pre_exposure)
 
@@ -322,7 +333,7 @@ class _Enhancer:
         from cryosr.core.enhance.infer import enhance_micrograph, enhance_movie
         from cryosr.core.io import read_movie, write_mrc
 
-        movie = read_movie(task.movie_path, gain=task.gain_path, gain_rotate=task.gain_rotate, gain_flip=task.gain_flip)
+        movie = read_movie(task.movie_path, **task.read_options)
         frames = movie.frames.to(self.device)
         try:
             if movie.n_frames == 1:
@@ -332,7 +343,7 @@ class _Enhancer:
                 result = enhance_movie(frames, self.model, self.config, shifts_yx_px=shifts)
         except InputError as exc:
             raise InputError(task.movie_path, exc.problem) from exc
-        out_px = float(task.pixel_size_a) / 2
+        out_px = float(task.frame_pixel_size_a) / 2
         write_mrc(task.out_path, result.image, out_px, overwrite=True)
         return {"movie": str(task.movie_path), "output": str(task.out_path), "output_pixel_size_a": out_px,
                 "method": "enhance", "seconds": result.seconds, "skipped": False}  # fmt: skip

@@ -154,7 +154,8 @@ def _plan_input(job: EnhanceJob, path: Path, shifts_path: Path | None, window: i
     out = job.out_dir / f"{path.stem}.mrc"
     if out.exists() and not job.overwrite:
         raise InputError(out, "exists already (pass --overwrite to replace it)")
-    shifts = read_relion_motion(shifts_path).shifts_yx_px if shifts_path is not None else None
+    motion = read_relion_motion(shifts_path) if shifts_path is not None else None
+    shifts = motion.shifts_for_eer_upsampling(job.eer_upsampling) if motion is not None else None
     if shifts is not None and not movie:
         raise InputError(shifts_path, f"shifts given for {path.name}, which is a single micrograph")
     if shifts is not None and shifts.shape[0] != n:
@@ -219,7 +220,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         eer_grouping=args.eer_grouping,
-        eer_upsampling=args.eer_upsampling,
+        eer_upsampling=args.eer_upsampling or 1,
     )
     run(job)
     return 0

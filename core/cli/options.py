@@ -96,9 +96,9 @@ def add_eer_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eer-grouping", type=int, default=0, metavar="N",
                    help=f"detector frames per rendered fraction (default {DEFAULT_EER_GROUPING}, as RELION); a remainder "
                    "is dropped with a warning. --dose-per-frame is then the dose per fraction (RELION's convention)")
-    g.add_argument("--eer-upsampling", type=int, default=1, choices=EER_UPSAMPLINGS,
-                   help="1: render events on the physical pixel; 2: on the 2x grid (the detector's own sub-pixel "
-                   "positions; --pixel-size stays the physical pixel)")
+    g.add_argument("--eer-upsampling", type=int, default=None, choices=EER_UPSAMPLINGS,
+                   help="1 (default, or the --shifts file's): render events on the physical pixel; 2: on the 2x grid "
+                   "(the detector's own sub-pixel positions; --pixel-size stays the physical pixel)")
 
 
 def eer_command_args(args: argparse.Namespace) -> list[str]:
@@ -106,6 +106,6 @@ def eer_command_args(args: argparse.Namespace) -> list[str]:
     parts: list[str] = []
     if args.eer_grouping:
         parts += ["--eer-grouping", str(args.eer_grouping)]
-    if args.eer_upsampling != 1:
+    if args.eer_upsampling is not None:
         parts += ["--eer-upsampling", str(args.eer_upsampling)]
     return parts

@@ -147,6 +147,7 @@ def build_run(args: argparse.Namespace) -> SuperresRun:
         if motion is not None:
             voltage = voltage if voltage is not None else motion.voltage_kv
             pre_exposure = pre_exposure if pre_exposure is not None else motion.pre_exposure
+        upsampling = args.eer_upsampling or (motion.eer_upsampling if motion else 1)
         stem = movie.name.split(".")[0]
         tasks.append(
             MovieTask(
@@ -158,9 +159,9 @@ def build_run(args: argparse.Namespace) -> SuperresRun:
                 gain_path=args.gain,
                 gain_rotate=args.gain_rotate,
                 gain_flip=args.gain_flip,
-                shifts_yx_px=None if motion is None else tuple(map(tuple, motion.shifts_yx_px.tolist())),
-                eer_grouping=args.eer_grouping,
-                eer_upsampling=args.eer_upsampling,
+                shifts_yx_px=None if motion is None else tuple(map(tuple, motion.shifts_for_eer_upsampling(upsampling).tolist())),
+                eer_grouping=args.eer_grouping or (motion.eer_grouping if motion else 0),
+                eer_upsampling=upsampling,
             )
         )
     iterations = args.iterations

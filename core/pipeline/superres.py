@@ -22,11 +22,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["process_superres", "train_zssr_dataset"]
 
 
-def _read(task: MovieTask):
-    return read_movie(task.movie_path, gain=task.gain_path, gain_rotate=task.gain_rotate, gain_flip=task.gain_flip,
-                      eer_grouping=task.eer_grouping, eer_upsampling=task.eer_upsampling)  # fmt: skip
-
-
 def process_superres(
     task: MovieTask,
     config: SuperresConfig,
@@ -62,7 +57,7 @@ def process_superres(
         logger.info("%s exists, skipping", task.out_path)
         return {"movie": str(task.movie_path), "output": str(task.out_path), "skipped": True}
     t0 = time.perf_counter()
-    movie = _read(task)
+    movie = read_movie(task.movie_path, **task.read_options)
     seconds = {"read": time.perf_counter() - t0}
     pixel_size_a = task.frame_pixel_size_a or movie.pixel_size_a
     if pixel_size_a is None:
@@ -145,7 +140,7 @@ def train_zssr_dataset(tasks: list[MovieTask], config: SuperresConfig, *, device
     weights = None
     records = []
     for task in tasks:
-        movie = _read(task)
+        movie = read_movie(task.movie_path, **task.read_options)
         pixel_size_a = task.frame_pixel_size_a or movie.pixel_size_a
         if pixel_size_a is None:
             raise InputError(task.movie_path, "pixel size missing from the header; give it explicitly")

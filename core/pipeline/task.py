@@ -55,6 +55,12 @@ class MovieTask:
         return self.pixel_size_a / self.eer_upsampling
 
     @property
+    def read_options(self) -> dict:
+        """Keywords of ``cryosr.core.io.read_movie`` for this task's movie (gain, its orientation, EER rendering)."""
+        return {"gain": self.gain_path, "gain_rotate": self.gain_rotate, "gain_flip": self.gain_flip,
+                "eer_grouping": self.eer_grouping, "eer_upsampling": self.eer_upsampling}  # fmt: skip
+
+    @property
     def input_paths(self) -> tuple[Path, ...]:
         """The files this task reads: the movie and its gain reference."""
         return (self.movie_path,) + (() if self.gain_path is None else (self.gain_path,))
