@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cryosr.core.errors import InputError
+from cryosr.core.io.atomic import atomic_path
 from cryosr.core.io.eer import check_upsampling as check_eer_upsampling
 from cryosr.core.io.eer import eer_fractions, eer_gain, read_eer, read_eer_header
 from cryosr.core.io.mrc import _open, _pixel_size, read_mrc_header
@@ -33,6 +34,8 @@ __all__ = [
     "read_eer_gain",
     "read_gain",
     "read_movie",
+    "write_defects",
+    "write_tiff_movie",
 ]
 
 EER_SUFFIX = ".eer"
@@ -397,3 +400,41 @@ def header_pixel_size_a(path: str | Path, *, eer_upsampling: int = 1) -> float |
         px = read_eer_header(path).pixel_size_a
         return None if px is None else px / eer_upsampling
     return read_mrc_header(path)["pixel_size_a"]
+
+
+def write_tiff_movie(path: str | Path, counts: torch.Tensor | np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write integer counts as a multi-page LZW TIFF movie (uint8, or uint16 above 255), as EPU/SerialEM do.
+
+    The rows are stored flipped along Y, so that a reader that flips TIFF movies (RELION, MotionCor2,
+    IMOD, ``read_movie``) gets ``counts`` back.
+
+    Parameters
+    ----------
+    path : str | Path
+        Destination ``.tif``/``.tiff`` (written atomically).
+    counts : torch.Tensor | np.ndarray
+        `(t, h, w)` non-negative integer-valued counts.
+    overwrite : bool
+        Replace an existing file.
+    """
+    import tifffile
+
+    path = Path(path)
+    data = counts.detach().cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    if data.ndim != 3 or data.size == 0 or data.min() < 0 or not np.array_equal(data, np.round(data)):
+        raise InputError(path, "a TIFF movie holds non-negative integer counts, shape (frames, y, x)")
+    dtype = np.uint8 if data.max() < 256 else np.uint16
+    if data.max() >= 2**16:
+        raise InputError(path, f"counts up to {int(data.max())} do not fit 16 bits")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(tmp, np.ascontiguousarray(data[:, ::-1, :], dtype=dtype), compression="lzw", photometric="minisblack")
+    return path
+
+
+def write_defects(path: str | Path, rectangles: list[tuple[int, int, int, int]], *, overwrite: bool = False) -> Path:
+    """Write a MotionCor2/RELION defect file: one ``x y width height`` rectangle per line (read by ``read_defects``)."""
+    path = Path(path)
+    text = "".join(f"{x} {y} {w} {h}\n" for x, y, w, h in rectangles)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text)
+    return path
