@@ -8,6 +8,7 @@ Layout under ``DIR``::
     Movies/gain.mrc                       (--gain-sigma/--dead-columns) gain reference in RELION's convention:
                                           MRC/TIFF movies 1/sensitivity (multiplied), EER the sensitivity itself
     Movies/defects.txt                    (--hot-pixels/--dead-columns) RELION/MotionCor2 defect file, x y w h
+                                          (EER: for upsampling 1; defects_eer_upsampling2.txt for the 2x grid)
     movies.star                           RELION import format (data_optics + data_movies)
     HR/Movies/movie_0001.mrcs, HR/movies.star   the same specimen recorded at the HR pixel
     truth/movie_0001_clean.mrc            noise-free, motion-free, dose-weighted, CTF sum (HR pixel)
@@ -256,6 +257,9 @@ def _write_camera_files(out: Path, config: SimulationConfig) -> list[Path]:
         written.append(write_mrc(out / "Movies" / "gain.mrc", gain, config.pixel_size_a, overwrite=True))
     if config.has_defects:
         written.append(write_defects(out / "Movies" / "defects.txt", camera.defect_rectangles(config.size), overwrite=True))
+    if config.has_defects and config.movie_format == "eer":  # RELION applies the rectangles to the rendered frames
+        written.append(write_defects(out / "Movies" / "defects_eer_upsampling2.txt", camera.defect_rectangles(config.size, 2),
+                                     overwrite=True))  # fmt: skip
     return written
 
 
@@ -264,6 +268,8 @@ def _detector_meta(config: SimulationConfig, written: list[Path], out: Path) -> 
     files = {p.name: p.relative_to(out).as_posix() for p in written}
     meta = {"movie_format": config.movie_format, "gain_reference": files.get("gain.mrc"),
             "defect_file": files.get("defects.txt")}  # fmt: skip
+    if "defects_eer_upsampling2.txt" in files:
+        meta["defect_file_eer_upsampling2"] = files["defects_eer_upsampling2.txt"]
     if "gain.mrc" in files:
         meta["gain_convention"] = ("EER: the relative sensitivity, RELION applies mean/gain (0 = defect)"
                                    if config.movie_format == "eer" else "multiplicative: raw x gain = counts (RELION --gainref)")  # fmt: skip

@@ -192,3 +192,31 @@ def test_relion_applies_our_gain_reference_and_defect_file(tmp_path):
     median = np.median(fixed[live])
     assert fixed[:, cam.dead_columns].mean() == pytest.approx(median, rel=0.05)  # dead columns filled from the file
     assert alone[:, cam.dead_columns].mean() < 0.8 * median  # ... which RELION's own detection leaves dark
+
+
+def test_eer_camera_files_fit_either_grid(tmp_path):
+    """EER with a camera: the gain holds the sensitivity (0 = dead), the defect files the physical and the 2x grid."""
+    out = _simulate(tmp_path / "eer", "--format", "eer", "--eer-frames-per-fraction", "5", "--gain-sigma", "0.2",
+                    "--hot-pixels", "4", "--dead-columns", "1")  # fmt: skip
+    cam = camera_for(SimulationConfig(size=64, frames=4, particles=1, seed=7, dose_per_frame=4.0, gain_sigma=0.2,
+                                      hot_pixels=4, dead_columns=1, movie_format="eer", eer_frames_per_fraction=5))  # fmt: skip
+    with mrcfile.open(out / "Movies/gain.mrc") as m:
+        np.testing.assert_allclose(m.data, cam.sensitivity.numpy(), rtol=1e-6)
+    physical = cam.defect_mask((64, 64))
+    fine = read_defects(out / "Movies/defects_eer_upsampling2.txt", (128, 128))
+    torch.testing.assert_close(fine, physical.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    movie = out / "Movies/movie_0001.eer"
+    raw = read_movie(movie, eer_grouping=5, eer_upsampling=2).frames
+    fixed = read_movie(movie, eer_grouping=5, eer_upsampling=2, gain=out / "Movies/gain.mrc",
+                       defects=out / "Movies/defects_eer_upsampling2.txt").frames  # fmt: skip
+    dead = torch.zeros_like(fine)
+    dead[:, 2 * cam.dead_columns] = dead[:, 2 * cam.dead_columns + 1] = True
+    hot = fine & ~dead
+
+    def over_good(frames: torch.Tensor, where: torch.Tensor) -> float:
+        total = frames.sum(0)
+        return float(total[where].mean() / total[~fine].mean())
+
+    assert over_good(raw, dead) == 0 and over_good(raw, hot) > 1.5  # hot pixels fire on every detector frame
+    for where in (dead, hot):
+        assert over_good(fixed, where) == pytest.approx(1.0, abs=0.25)  # replaced by their neighbours
