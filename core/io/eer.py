@@ -368,7 +368,7 @@ def write_eer(
     pixel_size_a : float
         Physical pixel size at the specimen (``sensorPixelSize`` in the metadata).
     compression : int
-        65001 (RELION 3.1, imagecodecs) or 65002 (imagecodecs, RELION >= 5; bit sizes in tags).
+        65001 (RELION 3.1, imagecodecs) or 65002 (imagecodecs; newer RELION sources read it, untested here).
     overwrite : bool
         Replace an existing file.
     """
