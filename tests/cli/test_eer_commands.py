@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from cryosr.core.cli.main import main
-from cryosr.core.enhance.checkpoint import save_checkpoint
-from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
 from cryosr.core.io import read_micrograph, write_mrc
 from cryosr.core.simulate.project import read_true_shifts
+from tests.helpers.enhance import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +60,7 @@ def test_superres_refuses_bad_eer_options(eer_project, tmp_path, capsys):
 
 
 def test_enhance_reads_eer_from_headers_first(eer_project, tmp_path, capsys):
-    gen = torch.Generator().manual_seed(0)
-    model = DSTNet(EnhanceNetConfig(frames=3, channels=8, encoder_blocks=1, reconstructor_blocks=1, scales=(1, 2)))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    pt = save_checkpoint(tmp_path / "m.pt", model, {"training_pixel_size_a": [0.4, 2.0]})
+    pt = tiny_checkpoint(tmp_path / "m.pt", (0.4, 2.0))
     movie = eer_project / "Movies/movie_0001.eer"
     out = tmp_path / "en"
     base = ["enhance", str(movie), "--out", str(out), "--model", str(pt), "--device", "cpu", "--tile", "0"]
