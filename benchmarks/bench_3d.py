@@ -20,13 +20,14 @@ the truth frame is measured by cross-correlation with truth/movie_XXXX_clean.mrc
 coordinate goes into rlnOriginX/YAngst (RELION shifts each image by +origin), so no input loses
 RELION's integer-pixel extraction.
 
-Conventions checked on the real binaries (README, section evaluate): relion_preprocess puts the
+Conventions checked on the real binaries (docs/benchmarks/3d.md): relion_preprocess puts the
 pixel at 0-based array index ``round(x)`` at box index ``box // 2``; the origin sign above (the
 opposite sign costs 0.2-0.5 in FSC at 3 Å on noise-free data); the contrast and CTF signs
 (positive FSC). The controls give the pipeline's own ceiling for this particle count.
 
     python benchmarks/bench_3d.py --out bench_3d_out                  # default sizes (module constants)
     python benchmarks/bench_3d.py --movies 48 --pad 2 --device cuda    # larger: more particles, finer gridding
+    python benchmarks/bench_3d.py --docs                               # also write docs/benchmarks/3d.md
 
 Outputs: a Markdown table on stdout, OUT/bench_3d.json (all numbers, curves, timings, load average)
 and OUT/bench_3d_fsc.png. Work is reused: the simulation when its settings match, ``cryosr
@@ -50,6 +51,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.evaluate.fsc import fsc_against, match_map, soft_sphere_mask
@@ -58,11 +60,16 @@ from cryosr.core.io.mrc import read_volume
 from cryosr.core.shifts import cross_correlation_shift, fourier_shift
 from cryosr.core.simulate.project import read_true_shifts
 
+try:
+    from _provenance import DocsPage  # run as a script: benchmarks/ is sys.path[0]
+except ImportError:  # loaded from the repository root (tests)
+    from benchmarks._provenance import DocsPage
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO.parent / "shared" / "data" / "real" / "models" / "atomic" / "6z6u_human_apoferritin_1.25A.pdb"
 SR_METHODS = ("bicubic", "fourier", "wiener", "drizzle", "zssr")
 BINARIES = ("relion_preprocess", "relion_reconstruct")
-#: default sizes (README quotes them): 24 movies x 18 particles = 432 particles, x24 (O) asymmetric units
+#: default sizes (docs/benchmarks/3d.md quotes them): 24 movies x 18 particles = 432 particles, x24 (O) asymmetric units
 DEFAULTS = {"movies": 24, "size": 512, "frames": 16, "dose": 2.5, "particles": 18, "box": 256, "pad": 1}
 
 
@@ -145,7 +152,7 @@ def hr_acquired_sum(sim: Path, name: str, dose: float, pixel_size_a: float, out:
     if not out.exists():
         hr = read_movie(sim / "HR" / "Movies" / f"{name}.mrcs").frames
         shifts = true_shifts(sim / "truth" / f"{name}_shifts.star")
-        write_mrc(out, dose_weighted_sum(fourier_shift(hr, -2 * shifts), dose, pixel_size_a / 2), pixel_size_a / 2)
+        write_mrc(out, dose_weighted_sum(fourier_shift(hr, -2 * shifts), Acquisition(pixel_size_a / 2, dose)), pixel_size_a / 2)
     return out
 
 
@@ -385,6 +392,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask-edge-a", type=float, default=5.0, help="raised-cosine edge of the FSC mask (Å)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--docs", action="store_true", help="also write docs/benchmarks/3d.md")
     args = parser.parse_args(argv)
     if args.box % 4:
         parser.error("--box must be a multiple of 4 (the LR box is half of it)")
@@ -398,6 +406,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"RELION binaries not on PATH: {', '.join(missing)} (apt-get install relion)")
     if args.model != "default" and not Path(args.model).exists():
         raise SystemExit(f"{args.model}: no such model (pass --model default for the embedded subunit)")
+    page = DocsPage("3d", "Benchmark: 3-D reconstruction from super-resolved micrographs", enabled=args.docs,
+                    argv=None if argv is None else ["benchmarks/bench_3d.py", *argv])  # fmt: skip
     torch.manual_seed(args.seed)
     git = git_state()  # the code the inputs are made with (the SR methods change under development)
     out = args.out.resolve()
@@ -441,7 +451,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"relion_reconstruct --pad {args.pad}; true shifts, coordinates, angles and CTF; LR Nyquist {lr_nyquist:.2f} Å; "
               f"total {timings['total'] / 60:.1f} min, load average {load_start[0]:.1f} -> {load_end[0]:.1f} "
               f"({os.cpu_count()} CPUs)")  # fmt: skip
-    print_table(results, args, header)
+    with page.section("FSC against the truth map"):
+        print_table(results, args, header)
     title = f"apoferritin, {n_parts} particles, {sym}, true poses, LR {args.pixel_size} Å"
     save_plot(results, out / "bench_3d_fsc.png", lr_nyquist, title)
     report = {
@@ -453,6 +464,7 @@ def main(argv: list[str] | None = None) -> dict:
     }  # fmt: skip
     (out / "bench_3d.json").write_text(json.dumps(report, indent=1, default=str))
     print(f"\nJSON: {out / 'bench_3d.json'}\nplot: {out / 'bench_3d_fsc.png'}")
+    page.write()
     return report
 
 

@@ -31,9 +31,9 @@ Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_enhance.py --data HELDOUT_SIMDIR... \\
         [--model default OTHER.pt] [--real MICROGRAPH.mrc] [--png-dir benchmarks/images] [--zssr] \\
-        [--json rows.json]
+        [--json rows.json] [--docs]     # --docs also writes docs/benchmarks/enhance.md
 
-The held-out projects of the README table: ``simulate_commands.held_out_for_bench_enhance`` in
+The held-out projects of the table in docs/benchmarks/enhance.md: ``simulate_commands.held_out_for_bench_enhance`` in
 ``core/data/enhance_default.json``.
 """
 
@@ -51,17 +51,24 @@ from pathlib import Path
 
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.align import estimate_shifts
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.enhance.checkpoint import load_checkpoint
-from cryosr.core.enhance.dataset import read_true_shifts
-from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie, frames_noise_power
+from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
 from cryosr.core.enhance.prefilter import wiener_anchor
+from cryosr.core.enhance.window import frame_window
 from cryosr.core.evaluate.frc import frc_band
 from cryosr.core.evaluate.metrics import psnr
 from cryosr.core.fourier import bin_sum
 from cryosr.core.io import read_micrograph, read_movie
 from cryosr.core.shifts import fourier_shift
+from cryosr.core.simulate.project import read_true_shifts
+
+try:
+    from _provenance import DocsPage  # run as a script: benchmarks/ is sys.path[0]
+except ImportError:  # loaded from the repository root (tests)
+    from benchmarks._provenance import DocsPage
 
 BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0))
 WINDOW = "cryosr enhance, movie window"
@@ -124,12 +131,13 @@ def bench_project(
     for path in sorted((project / "Movies").glob("*.mrcs")):
         movie = read_movie(path)
         frames, px = movie.frames, movie.pixel_size_a
+        acq = Acquisition(px, dose, voltage_kv=voltage)
         mp = frames.shape[-1] * frames.shape[-2] / 1e6
         truth = bin_sum(read_micrograph(project / "truth" / f"{path.stem}_clean.mrc").data, 2) / 4
         truth = truth / truth.mean()
         known = read_true_shifts(project / "truth" / f"{path.stem}_shifts.star")
         t0 = time.perf_counter()
-        shifts = known if true_shifts else estimate_shifts(frames)
+        shifts = known if true_shifts else estimate_shifts(frames, acq)
         t_align = time.perf_counter() - t0
         shifts = shifts - shifts.mean(0) + known.mean(0)
         aligned = fourier_shift(frames, -shifts)
@@ -140,7 +148,7 @@ def bench_project(
 
         add("plain aligned sum", aligned.sum(0), t_align)
         t0 = time.perf_counter()
-        dw = dose_weighted_sum(aligned, dose, px, voltage_kv=voltage)
+        dw = dose_weighted_sum(aligned, acq)
         t_dw = time.perf_counter() - t0 + t_align
         # the trivial baseline, with its sigma tuned against the truth (its best case)
         best = max((_scores(gaussian_lowpass(dw, s), truth)["psnr_db"], s) for s in (0.5, 0.75, 1, 1.5, 2, 3, 4))
@@ -151,19 +159,17 @@ def bench_project(
             time.perf_counter() - t0 + t_dw)
         if frames_noise:
             t0 = time.perf_counter()
-            npow = frames_noise_power(aligned, float(aligned.mean()), dose_per_frame=dose, pixel_size_a=px, voltage_kv=voltage)
+            npow = frame_window(aligned, 1, acq, noise=True).noise_power
             add("spectral Wiener filter, noise from even/odd frames", wiener_anchor(dw / dw.mean(), noise_power=npow),
                 time.perf_counter() - t0 + t_dw)
         for label, model in models.items():
             t0 = time.perf_counter()
-            out = enhance_movie(frames, model, EnhanceConfig(), shifts_yx_px=shifts, pixel_size_a=px,
-                                dose_per_frame=dose, voltage_kv=voltage)
+            out = enhance_movie(frames, model, EnhanceConfig(), acq, shifts_yx_px=shifts)
             add(f"{WINDOW}{label}", out.image, time.perf_counter() - t0 + t_align)
             if frames_noise:  # the estimate the weights were not trained with (the default row has theirs)
                 other = "corner" if model.config.noise == "frames" else "frames"
                 t0 = time.perf_counter()
-                out = enhance_movie(frames, model, EnhanceConfig(noise=other), shifts_yx_px=shifts, pixel_size_a=px,
-                                    dose_per_frame=dose, voltage_kv=voltage)
+                out = enhance_movie(frames, model, EnhanceConfig(noise=other), acq, shifts_yx_px=shifts)
                 what = "noise from even/odd frames" if other == "frames" else "white corner noise level"
                 add(f"cryosr enhance, movie window, {what}{label}", out.image, time.perf_counter() - t0 + t_align)
             t0 = time.perf_counter()
@@ -177,8 +183,7 @@ def bench_project(
             from cryosr.core.superres.reconstruct import SuperresConfig, run_superres
 
             t0 = time.perf_counter()
-            sr = run_superres(frames, pixel_size_a=px, dose_per_frame=dose,
-                              config=SuperresConfig(method="zssr", voltage_kv=voltage), shifts_yx_px=shifts)
+            sr = run_superres(frames, acq, config=SuperresConfig(method="zssr"), shifts_yx_px=shifts)
             add("zssr 2x, box-binned to 1x", bin_sum(sr.image, 2) / 4, time.perf_counter() - t0 + t_align)
     return rows
 
@@ -246,13 +251,12 @@ def sim_panel(project: Path, model, topaz_net, png_dir: Path) -> Path:
     movie = read_movie(path)
     shifts = read_true_shifts(project / "truth" / f"{path.stem}_shifts.star")
     aligned = fourier_shift(movie.frames, -shifts)
-    dw = dose_weighted_sum(aligned, cfg["dose_per_frame"], movie.pixel_size_a)
+    acq = Acquisition(movie.pixel_size_a, cfg["dose_per_frame"])
+    dw = dose_weighted_sum(aligned, acq)
     images = {
         "plain sum": aligned.sum(0),
         "dose-weighted sum": dw,
-        "cryosr enhance (window)": enhance_movie(movie.frames, model, EnhanceConfig(), shifts_yx_px=shifts,
-                                                 pixel_size_a=movie.pixel_size_a,
-                                                 dose_per_frame=cfg["dose_per_frame"]).image,
+        "cryosr enhance (window)": enhance_movie(movie.frames, model, EnhanceConfig(), acq, shifts_yx_px=shifts).image,
     }
     if topaz_net is not None:
         images["Topaz unet_L2"] = topaz_denoise(topaz_net, dw)
@@ -316,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the anchor and the movie window with the noise estimated from even/odd frames")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every per-movie row here")
+    parser.add_argument("--docs", action="store_true", help="also write docs/benchmarks/enhance.md")
     args = parser.parse_args(argv)
+    page = DocsPage("enhance", "Benchmark: enhancement (denoising) on held-out movies", enabled=args.docs,
+                    argv=None if argv is None else ["benchmarks/bench_enhance.py", *argv])  # fmt: skip
     torch.set_num_threads(args.threads)
     models = {}
     for spec in args.model:
@@ -332,14 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     n_movies = len({r["movie"] for r in rows})
     sigmas = [r["sigma_px"] for r in rows if "sigma_px" in r]
     sizes = sorted({f"{r['size'][0]}x{r['size'][1]}x{r['size'][2]} at {r['pixel_size_a']:.2f} Å/px" for r in rows})
-    print(f"{datetime.date.today()}, load average {os.getloadavg()[0]:.1f}, {args.threads} torch threads; "
-          f"{n_movies} held-out movies ({', '.join(sizes)}; {'true' if args.true_shifts else 'estimated'} shifts), "
-          f"mean ± sd over movies; FRC vs truth in bands of Nyquist; tuned Gaussian sigmas {sigmas} px")
-    print("\n".join(summarise(rows)))
-    for project in args.data:
-        print(f"  {project.name}: " + "; ".join(
-            f"{m}: {statistics.mean(r['psnr_db'] for r in rows if r['method'] == m and r['movie'].startswith(project.name + '/')):.2f} dB"
-            for m in dict.fromkeys(r["method"] for r in rows)))
+    with page.section("Held-out movies"):
+        print(f"{datetime.date.today()}, load average {os.getloadavg()[0]:.1f}, {args.threads} torch threads; "
+              f"{n_movies} held-out movies ({', '.join(sizes)}; {'true' if args.true_shifts else 'estimated'} shifts), "
+              f"mean ± sd over movies; FRC vs truth in bands of Nyquist; tuned Gaussian sigmas {sigmas} px")
+        print("\n".join(summarise(rows)))
+    with page.section("PSNR per project"):
+        for project in args.data:
+            print(f"  {project.name}: " + "; ".join(
+                f"{m}: {statistics.mean(r['psnr_db'] for r in rows if r['method'] == m and r['movie'].startswith(project.name + '/')):.2f} dB"
+                for m in dict.fromkeys(r["method"] for r in rows)))
     out = {"rows": rows}
     if args.png_dir is not None:
         first_model = next(iter(models.values()))
@@ -347,14 +356,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.real is not None:
         info = real_panels(args.real, models, topaz_net, args.png_dir or Path("."))
         out["real"] = info
-        print(f"real micrograph {args.real.name} ({info['shape']}, {info['pixel_size_a']:.3f} Å/px): "
-              f"s/MP {json.dumps({k: round(v, 2) for k, v in info['s_per_mp'].items()})}, panel {info['png']}")
-        for name, fit in info["ctf"].items():
-            print(f"  CTF fit {name}: resolution {fit['fit_resolution_a']} Å, defocus U/V "
-                  f"{fit['defocus_u_a']}/{fit['defocus_v_a']} Å, score {fit['score']}")
+        with page.section("Real micrograph"):
+            _print_real(args.real, info)
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    page.write()
     return 0
+
+
+def _print_real(real: Path, info: dict) -> None:
+    """The real-micrograph lines: seconds per megapixel and the CTF fit of each output."""
+    print(f"real micrograph {real.name} ({info['shape']}, {info['pixel_size_a']:.3f} Å/px): "
+          f"s/MP {json.dumps({k: round(v, 2) for k, v in info['s_per_mp'].items()})}, panel {info['png']}")
+    for name, fit in info["ctf"].items():
+        print(f"  CTF fit {name}: resolution {fit['fit_resolution_a']} Å, defocus U/V "
+              f"{fit['defocus_u_a']}/{fit['defocus_v_a']} Å, score {fit['score']}")
 
 
 if __name__ == "__main__":

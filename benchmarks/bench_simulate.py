@@ -5,6 +5,7 @@ Usage::
     OMP_NUM_THREADS=2 python benchmarks/bench_simulate.py --repeats 3   # full: 1024² x 40 + scaling
     python benchmarks/bench_simulate.py --quick                        # small sizes only
     python benchmarks/bench_simulate.py --device cuda
+    OMP_NUM_THREADS=2 python benchmarks/bench_simulate.py --repeats 2 --docs   # also write docs/benchmarks/simulate.md
 
 Times ``simulate_movie`` in memory (rendering, motion, damage, CTF, detector for LR and HR);
 writing MRCs is not included. Particles follow the CLI default density (120 per (1024 Å)²).
@@ -26,6 +27,11 @@ import torch
 from cryosr.core.device import resolve_device
 from cryosr.core.simulate import SimulationConfig, simulate_movie
 from cryosr.core.simulate.model_io import load_default_model
+
+try:
+    from _provenance import DocsPage  # run as a script: benchmarks/ is sys.path[0]
+except ImportError:  # loaded from the repository root (tests)
+    from benchmarks._provenance import DocsPage
 
 
 def _time(model, size: int, frames: int, device: torch.device, repeats: int) -> tuple[float, float]:
@@ -67,7 +73,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--docs", action="store_true", help="also write docs/benchmarks/simulate.md")
     args = parser.parse_args()
+    page = DocsPage("simulate", "Benchmark: simulator speed", enabled=args.docs)
     device = resolve_device(args.device)
     model = load_default_model()
     _time(model, 64, 2, device, 1)  # warm-up
@@ -85,7 +93,26 @@ def main() -> None:
                      "ns_per_lr_pixel_frame": round(seconds / mpix * 1e3, 1),
                      "load_avg_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]})
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps(_fit(rows)))
+    fit = _fit(rows)
+    print(json.dumps(fit))
+    page.add("Seconds per movie", _markdown_table(rows, args.repeats, device))
+    page.add("Linear fit", f"{fit['fit']}: c = {fit['c_seconds']} s, a = {fit['a_ns_per_lr_pixel']} ns per LR pixel, "
+                           f"b = {fit['b_ns_per_lr_pixel_frame']} ns per LR pixel and frame; largest deviation from "
+                           f"the fit {fit['max_relative_deviation'] * 100:.0f} %.")  # fmt: skip
+    page.write()
+
+
+def _markdown_table(rows: list[dict], repeats: int, device: torch.device) -> str:
+    """The rows as the Markdown table of docs/benchmarks/simulate.md."""
+    lines = [f"`simulate_movie` in memory on {device}: LR and HR movies and all truths (writing MRCs is not "
+             f"included), best of {repeats} run(s) per case, particles at the CLI default density (120 per "
+             "(1024 Å)²).", "",
+             "| LR size x frames (HR 2x) | seconds | CPU seconds | ns per LR pixel·frame | 1-min load before / after |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['size']}² x {r['frames']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | "
+              f"{r['ns_per_lr_pixel_frame']:.0f} | {r['load_avg_1min'][0]} / {r['load_avg_1min'][1]} |"
+              for r in sorted(rows, key=lambda r: (r["size"], r["frames"]))]  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

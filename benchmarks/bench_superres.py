@@ -21,6 +21,7 @@ translation of the output is not a resolution property; the FRC would otherwise 
 
     python benchmarks/bench_superres.py --out bench_out        # default: ~3 min on 2 idle CPU cores
     python benchmarks/bench_superres.py --size 512 --movies 6 --pixel-size 1.3 --zssr-init default
+    python benchmarks/bench_superres.py --zssr-init default --docs   # also write docs/benchmarks/superres.md
 """
 
 from __future__ import annotations
@@ -34,15 +35,23 @@ from pathlib import Path
 
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.align import estimate_shifts
 from cryosr.core.cli.main import main as cryosr_main
 from cryosr.core.dose import dose_weighted_sum
-from cryosr.core.evaluate.frc import band_ring_frc, frc_band, frequency_grid, ssnr_from_frc
+from cryosr.core.evaluate.frc import band_ring_frc, frc_band, ssnr_from_frc
 from cryosr.core.evaluate.metrics import affine_fit, psnr
 from cryosr.core.io import read_micrograph, read_movie
+from cryosr.core.pipeline.superres import load_zssr_weights
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.simulate.project import read_true_shifts
-from cryosr.core.superres.reconstruct import SuperresConfig, load_zssr_weights, run_superres
+from cryosr.core.spectral import rfft_frequencies
+from cryosr.core.superres.reconstruct import SuperresConfig, run_superres
+
+try:
+    from _provenance import DocsPage  # run as a script: benchmarks/ is sys.path[0]
+except ImportError:  # loaded from the repository root (tests)
+    from benchmarks._provenance import DocsPage
 
 HR_ROW = "HR movie (true shifts)"
 LIMIT_ROW = "limit: HR movie SSNR x 2x2-pixel transfer² (alias-free)"
@@ -84,7 +93,7 @@ def pixel_limit(hr_image: torch.Tensor, truth: torch.Tensor) -> dict:
     times the ring mean of the transfer², back to an FRC; averaged over the band's rings like
     ``frc_band(per_ring=True)``. The simulation has no detector MTF, so none enters here.
     """
-    ky, kx = frequency_grid(tuple(truth.shape[-2:]))
+    ky, kx = (g.expand(truth.shape[-2], truth.shape[-1] // 2 + 1) for g in rfft_frequencies(tuple(truth.shape[-2:]), dtype=torch.float32))
     box2 = (torch.cos(torch.pi * ky.double()) * torch.cos(torch.pi * kx.double())) ** 2
     out = {}
     for key, lo, hi, square in (("frc_in", 0.5, 1.0, False), ("frc_out", 1.0, 1.5, True)):
@@ -114,17 +123,17 @@ def bench_movie(sim: Path, name: str, args: argparse.Namespace, px: float, state
     truth = read_micrograph(sim / "truth" / f"{name}_clean.mrc").data
     rows: dict[str, dict] = {}
     t0 = time.perf_counter()
-    hr_sum = dose_weighted_sum(fourier_shift(hr, -2 * shifts), args.dose, px / 2)
+    acq = Acquisition(px, args.dose)
+    hr_sum = dose_weighted_sum(fourier_shift(hr, -2 * shifts), acq.binned(0.5))
     rows[HR_ROW] = {**scores(hr_sum, truth), "stages": {"reconstruct": time.perf_counter() - t0}}
     rows[LIMIT_ROW] = {**pixel_limit(hr_sum, truth), "stages": {}}
     t0 = time.perf_counter()
-    est = estimate_shifts(movie, pixel_size_a=px, dose_per_frame=args.dose)
+    est = estimate_shifts(movie, acq)
     align_s = time.perf_counter() - t0
     err, est_ref = shift_error(est, shifts)
 
     def add(label: str, config: SuperresConfig, use: torch.Tensor, estimated: bool, weights: dict | None = None):
-        res = run_superres(movie, pixel_size_a=px, dose_per_frame=args.dose, config=config, shifts_yx_px=use,
-                           weights=weights)  # fmt: skip
+        res = run_superres(movie, acq, config=config, shifts_yx_px=use, weights=weights)
         stages = {k: v for k, v in res.seconds.items() if k != "align"}
         if estimated:
             stages["align"] = align_s
@@ -145,16 +154,15 @@ def bench_movie(sim: Path, name: str, args: argparse.Namespace, px: float, state
         zssr = add("zssr halves (true shifts)", SuperresConfig(method="zssr", tile=0, iterations=its), shifts, False)
         if args.zssr_estimated:
             add("zssr halves (estimated shifts)", SuperresConfig(method="zssr", tile=0, iterations=its), est_ref, True)
-        add("zssr scale pairing (true shifts)",
-            SuperresConfig(method="zssr", tile=0, iterations=its, zssr_pairing="scale"), shifts, False)  # fmt: skip
         if state.get("dataset") is None:
             state["dataset"] = zssr.weights  # dataset mode: trained on the first movie ...
         else:  # ... and a short fine-tune on every later one
             cfg = SuperresConfig(method="zssr", tile=0, iterations=args.finetune_iterations)
             add(f"zssr dataset mode ({args.finetune_iterations}-step fine-tune)", cfg, shifts, False, state["dataset"])
         if args.zssr_init:
-            cfg = SuperresConfig(method="zssr", tile=0, iterations=args.finetune_iterations, init=args.zssr_init)
-            add(f"zssr --init {Path(args.zssr_init).name} ({args.finetune_iterations}-step fine-tune)", cfg, shifts, False)
+            cfg = SuperresConfig(method="zssr", tile=0, iterations=args.finetune_iterations)
+            add(f"zssr --init {Path(args.zssr_init).name} ({args.finetune_iterations}-step fine-tune)", cfg, shifts, False,
+                load_zssr_weights(args.zssr_init))
     hr_ssnr = float(ssnr_from_frc(torch.tensor(rows[HR_ROW]["frc_out"]).clamp(0, 0.999)))
     for row in rows.values():
         ssnr = float(ssnr_from_frc(torch.tensor(row["frc_out"]).clamp(0, 0.999)))
@@ -201,7 +209,7 @@ def shift_accuracy(args: argparse.Namespace, px: float) -> list[dict]:
         for path in sorted((sim / "Movies").glob("*.mrcs")):
             movie, shifts = load_movie(sim, path.name.split(".")[0])
             t0 = time.perf_counter()
-            est = estimate_shifts(movie, pixel_size_a=px, dose_per_frame=args.dose)
+            est = estimate_shifts(movie, Acquisition(px, args.dose))
             secs.append(time.perf_counter() - t0)
             errs.append(shift_error(est, shifts)[0])
         rows.append({"size": size, "errors": errs, "seconds": secs})
@@ -226,7 +234,9 @@ def main() -> None:
     parser.add_argument("--align-sizes", type=int, nargs="*", default=[256, 512, 1024], help="shift-accuracy table")
     parser.add_argument("--align-movies", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--docs", action="store_true", help="also write docs/benchmarks/superres.md")
     args = parser.parse_args()
+    page = DocsPage("superres", "Benchmark: super-resolution methods in 2-D", enabled=args.docs)
     torch.manual_seed(args.seed)
     if args.zssr_init:
         from cryosr.core.superres.zssr import ZssrConfig
@@ -243,16 +253,18 @@ def main() -> None:
         results = [bench_movie(sim, n, args, px, state) for n in names]
         summary = summarise(results)
         shift_err = [r["shift_rms_first10_lr_px"] for r in results]
-        print(f"\nLR pixel {px} Å (HR truth {px / 2} Å), {len(names)} movies of {args.size}² x {args.frames} frames, "
-              f"{args.dose} e/Å²/frame; FRC/PSNR vs truth/*_clean.mrc, mean ± std over movies")  # fmt: skip
-        print(f"shift error vs truth, first 10 frames (LR px RMS): {statistics.mean(shift_err):.4f} ± "
-              f"{statistics.pstdev(shift_err):.4f}")  # fmt: skip
-        print_table(summary)
+        with page.section(f"LR pixel {px} Å (HR {px / 2} Å)"):
+            print(f"\nLR pixel {px} Å (HR truth {px / 2} Å), {len(names)} movies of {args.size}² x {args.frames} frames, "
+                  f"{args.dose} e/Å²/frame; FRC/PSNR vs truth/*_clean.mrc, mean ± std over movies")  # fmt: skip
+            print(f"shift error vs truth, first 10 frames (LR px RMS): {statistics.mean(shift_err):.4f} ± "
+                  f"{statistics.pstdev(shift_err):.4f}")  # fmt: skip
+            print_table(summary)
         run = {"pixel_size_a": px, "movies": results, "summary": summary, "shift_rms": shift_err}
         if args.align_sizes:
-            print(f"\nshift estimation vs movie size, LR pixel {px} Å ({args.particles} particles per 256²):")
-            print("| movie | RMS error, first 10 frames (LR px) | s per movie |\n|---|---|---|")
-            run["shift_accuracy"] = shift_accuracy(args, px)
+            with page.section(f"Shift estimation vs movie size, LR pixel {px} Å"):
+                print(f"\nshift estimation vs movie size, LR pixel {px} Å ({args.particles} particles per 256²):")
+                print("| movie | RMS error, first 10 frames (LR px) | s per movie |\n|---|---|---|")
+                run["shift_accuracy"] = shift_accuracy(args, px)
         report["runs"].append(run)
     report["seconds"] = time.perf_counter() - t_all
     report["load_average_end"] = os.getloadavg()
@@ -261,6 +273,9 @@ def main() -> None:
     print(f"\n{report['seconds'] / 60:.1f} min in all; load average at start/end: "
           f"{report['load_average'][0]:.1f} / {report['load_average_end'][0]:.1f}")  # fmt: skip
     print(f"JSON: {args.out / 'bench_superres.json'}")
+    page.add("Run time", f"{report['seconds'] / 60:.1f} min in all; load average at the end "
+                         f"{report['load_average_end'][0]:.1f}.")  # fmt: skip
+    page.write()
 
 
 if __name__ == "__main__":

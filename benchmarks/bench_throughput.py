@@ -19,6 +19,7 @@ Usage::
     python benchmarks/bench_throughput.py                        # 512, 1024, 2048 px x 40 frames
     python benchmarks/bench_throughput.py --sizes 512 --workers 2 --dataset
     python benchmarks/bench_throughput.py --sizes 2048 --include-4k --no-prefetch --net-size 0
+    python benchmarks/bench_throughput.py --include-4k --workers 2 --dataset --docs   # also write docs/benchmarks/throughput.md
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ import time
 from pathlib import Path
 
 import torch
+
+try:
+    from _provenance import DocsPage  # run as a script: benchmarks/ is sys.path[0]
+except ImportError:  # loaded from the repository root (tests)
+    from benchmarks._provenance import DocsPage
 
 STAGES = ("read", "align", "lr_sum", "reconstruct", "write")
 
@@ -84,6 +90,14 @@ def _evict(paths: list[Path]) -> None:
             os.close(fd)
 
 
+def _acquisition(path: str | Path):
+    """The benchmark movies' acquisition: the header's pixel size, 1 e/Å² per frame."""
+    from cryosr.core.acquisition import Acquisition
+    from cryosr.core.io import read_movie_header
+
+    return Acquisition(read_movie_header(path).pixel_size_a or 1.0, 1.0)
+
+
 def _time_movie(path: str, out_dir: str, method: str, device_spec: str, repeats: int, threads: int) -> dict:
     from cryosr.core.device import resolve_device
     from cryosr.core.pipeline import MovieTask, process_superres
@@ -91,7 +105,7 @@ def _time_movie(path: str, out_dir: str, method: str, device_spec: str, repeats:
 
     torch.set_num_threads(threads)
     device = resolve_device(device_spec)
-    task = MovieTask(Path(path), Path(out_dir) / "sr.mrc", lr_sum_path=Path(out_dir) / "sum.mrc", dose_per_frame=1.0)
+    task = MovieTask(Path(path), Path(out_dir) / "sr.mrc", _acquisition(path), lr_sum_path=Path(out_dir) / "sum.mrc")
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -141,7 +155,7 @@ def _time_prefetch(paths: list[str], out_dir: str, frames: int, prefetch: bool, 
     torch.set_num_threads(threads)
     shifts = tuple(map(tuple, _true_shifts(frames).tolist()))
     tasks = [
-        MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", dose_per_frame=1.0, shifts_yx_px=shifts)
+        MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", _acquisition(p), shifts_yx_px=shifts)
         for p in paths
     ]
     _evict([Path(p) for p in paths])
@@ -177,7 +191,7 @@ def _time_workers(paths: list[str], out_dir: str, method: str, workers: int) -> 
     from cryosr.core.pipeline import MovieTask, process_superres
     from cryosr.core.superres.reconstruct import SuperresConfig
 
-    tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", dose_per_frame=1.0) for p in paths]
+    tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", _acquisition(p)) for p in paths]
     t0 = time.perf_counter()
     with MovieRunner(device_spec="cpu", workers=workers, progress=False) as runner:
         records = runner.run(tasks, SuperresConfig(method=method), process_fn=process_superres)
@@ -192,7 +206,7 @@ def _time_dataset(paths: list[str], out_dir: str, workers: int, iterations: int,
     from cryosr.core.pipeline import MovieTask, process_superres, train_zssr_dataset
     from cryosr.core.superres.reconstruct import SuperresConfig
 
-    tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", dose_per_frame=1.0) for p in paths]
+    tasks = [MovieTask(Path(p), Path(out_dir) / f"{Path(p).stem}_sr.mrc", _acquisition(p)) for p in paths]
     t0 = time.perf_counter()
     with MovieRunner(device_spec="cpu", workers=workers, progress=False) as runner:
         weights, _ = runner.train(tasks[:1], SuperresConfig(method="zssr", iterations=train_iterations), train_fn=train_zssr_dataset)
@@ -295,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-train-iterations", type=int, default=150, help="zssr steps of the shared training")
     parser.add_argument("--net-size", type=int, default=512, help="input tile edge for the network rows (0: skip)")
     parser.add_argument("--scratch", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--docs", action="store_true", help="also write docs/benchmarks/throughput.md")
     args = parser.parse_args(argv)
+    page = DocsPage("throughput", "Benchmark: throughput, memory and scaling", enabled=args.docs,
+                    argv=None if argv is None else ["benchmarks/bench_throughput.py", *argv])  # fmt: skip
     if args.method is None:
         from cryosr.core.superres.reconstruct import DEFAULT_METHOD
 
@@ -310,49 +327,56 @@ def main(argv: list[str] | None = None) -> int:
     net_rows = bench_networks(args) if args.net_size > 0 else []
 
     cuda = args.device != "cpu" and torch.cuda.is_available()
-    print(
-        f"started {start}; ended load average {_load()}; device {torch.cuda.get_device_name() if cuda else 'CPU'}, "
-        f"{os.cpu_count()} cores, torch threads {args.threads}, method {args.method}, median of {args.repeats}"
-    )
-    print(
-        "\n| movie | read s | align s | lr_sum s | reconstruct s | write s | total s | movies/h | s per Gpix-frame "
-        "| shift RMS px | peak RSS GiB | CUDA peak GiB |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        cuda_peak = "-" if r["cuda_peak_gb"] is None else f"{r['cuda_peak_gb']:.2f}"
+    with page.section("Run"):
         print(
-            f"| {r['size']}² x {r['frames']} | {r['read']:.2f} | {r['align']:.1f} | {r['lr_sum']:.2f} "
-            f"| {r['reconstruct'] + r['other']:.1f} | {r['write']:.2f} | {r['total']:.1f} | {3600 / r['total']:.0f} "
-            f"| {r['total'] / r['gpix_frames']:.0f} | {r['shift_rms_px']:.4f} | {r['peak_rss_gb']:.2f} | {cuda_peak} |"
+            f"started {start}; ended load average {_load()}; device {torch.cuda.get_device_name() if cuda else 'CPU'}, "
+            f"{os.cpu_count()} cores, torch threads {args.threads}, method {args.method}, median of {args.repeats}"
         )
+    with page.section("Seconds per stage, by movie size"):
+        print(
+            "\n| movie | read s | align s | lr_sum s | reconstruct s | write s | total s | movies/h | s per Gpix-frame "
+            "| shift RMS px | peak RSS GiB | CUDA peak GiB |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            cuda_peak = "-" if r["cuda_peak_gb"] is None else f"{r['cuda_peak_gb']:.2f}"
+            print(
+                f"| {r['size']}² x {r['frames']} | {r['read']:.2f} | {r['align']:.1f} | {r['lr_sum']:.2f} "
+                f"| {r['reconstruct'] + r['other']:.1f} | {r['write']:.2f} | {r['total']:.1f} | {3600 / r['total']:.0f} "
+                f"| {r['total'] / r['gpix_frames']:.0f} | {r['shift_rms_px']:.4f} | {r['peak_rss_gb']:.2f} | {cuda_peak} |"
+            )
     if prefetch_rows:
-        p0 = prefetch_rows[0]
-        print(f"\nprefetch: {p0['movies']} movies of {p0['size']}² x {args.frames} ({p0['mb']:.0f} MB each), known "
-              "shifts, method fourier, page cache dropped before each run")
-        print("| reader thread | wall s | read s, first movie | read s, later movies (mean) | compute s per movie |")
-        print("|---|---|---|---|---|")
-        for p in prefetch_rows:
-            print(f"| {'on' if p['prefetch'] else 'off'} | {p['wall']:.2f} | {p['read_first']:.3f} "
-                  f"| {p['read_rest']:.3f} | {p['compute']:.2f} |")
+        with page.section("Reader thread"):
+            p0 = prefetch_rows[0]
+            print(f"\nprefetch: {p0['movies']} movies of {p0['size']}² x {args.frames} ({p0['mb']:.0f} MB each), known "
+                  "shifts, method fourier, page cache dropped before each run")
+            print("| reader thread | wall s | read s, first movie | read s, later movies (mean) | compute s per movie |")
+            print("|---|---|---|---|---|")
+            for p in prefetch_rows:
+                print(f"| {'on' if p['prefetch'] else 'off'} | {p['wall']:.2f} | {p['read_first']:.3f} "
+                      f"| {p['read_rest']:.3f} | {p['compute']:.2f} |")
     if worker_rows:
-        print("\n| Dask workers | movies | movie size | method | wall s (incl. cluster start) | movies/h |")
-        print("|---|---|---|---|---|---|")
-        for w in worker_rows:
-            print(f"| {w['workers']} | {w['movies']} | {w['size']}² x {args.frames} | {args.method} | {w['wall']:.1f} "
-                  f"| {3600 * w['movies'] / w['wall']:.0f} |")
+        with page.section("Dask workers"):
+            print("\n| Dask workers | movies | movie size | method | wall s (incl. cluster start) | movies/h |")
+            print("|---|---|---|---|---|---|")
+            for w in worker_rows:
+                print(f"| {w['workers']} | {w['movies']} | {w['size']}² x {args.frames} | {args.method} | {w['wall']:.1f} "
+                      f"| {3600 * w['movies'] / w['wall']:.0f} |")
     if dataset_rows:
-        print(f"\n| dataset mode (zssr), Dask workers | movies | train s (once, {args.dataset_train_iterations} steps) "
-              f"| fine-tune + infer s per movie ({args.dataset_iterations} steps), amortized | wall s |")
-        print("|---|---|---|---|---|")
-        for d in dataset_rows:
-            print(f"| {d['workers']} | {d['movies']} x {d['size']}² | {d['train']:.1f} | {d['per_movie']:.1f} "
-                  f"| {d['wall']:.1f} |")
+        with page.section("Dataset mode (zssr)"):
+            print(f"\n| dataset mode (zssr), Dask workers | movies | train s (once, {args.dataset_train_iterations} steps) "
+                  f"| fine-tune + infer s per movie ({args.dataset_iterations} steps), amortized | wall s |")
+            print("|---|---|---|---|---|")
+            for d in dataset_rows:
+                print(f"| {d['workers']} | {d['movies']} x {d['size']}² | {d['train']:.1f} | {d['per_movie']:.1f} "
+                      f"| {d['wall']:.1f} |")
     if net_rows:
-        print(f"\n| network inference ({args.net_size}² input tile, CPU fp32) | s per output Mpix |")
-        print("|---|---|")
-        for n in net_rows:
-            print(f"| {n['net']} | {n.get('note') or format(n['s'] / n['mpix'], '.3f')} |")
+        with page.section("Network inference"):
+            print(f"\n| network inference ({args.net_size}² input tile, CPU fp32) | s per output Mpix |")
+            print("|---|---|")
+            for n in net_rows:
+                print(f"| {n['net']} | {n.get('note') or format(n['s'] / n['mpix'], '.3f')} |")
+    page.write()
     return 0
 
 

@@ -32,12 +32,17 @@ class Acquisition:
         Exposure before the first frame in e/Å².
     voltage_kv : float
         Acceleration voltage in kV.
+    frame_numbers : tuple[int, ...] | None
+        0-based positions in the exposure of the frames processed, when frames were left out
+        (``--exclude-frames``): frame ``i`` received the dose of interval ``frame_numbers[i]``.
+        None: the frames are ``0 .. t-1``.
     """
 
     pixel_size_a: float
     dose_per_frame_e_a2: float | None = None
     pre_exposure_e_a2: float = 0.0
     voltage_kv: float = DEFAULT_VOLTAGE_KV
+    frame_numbers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.pixel_size_a, (int, float)) and math.isfinite(self.pixel_size_a) and self.pixel_size_a > 0):
@@ -49,6 +54,11 @@ class Acquisition:
             raise InputError(None, f"pre-exposure {self.pre_exposure_e_a2} e/Å² is not valid (must be >= 0)")
         if not (math.isfinite(self.voltage_kv) and self.voltage_kv > 0):
             raise InputError(None, f"voltage {self.voltage_kv} kV is not valid (must be positive)")
+        if self.frame_numbers is not None:
+            numbers = tuple(int(i) for i in self.frame_numbers)
+            if any(i < 0 for i in numbers) or any(b <= a for a, b in zip(numbers, numbers[1:])):
+                raise InputError(None, f"frame numbers {numbers} must be increasing and >= 0")
+            object.__setattr__(self, "frame_numbers", numbers)
 
     @property
     def dose_known(self) -> bool:
@@ -62,6 +72,12 @@ class Acquisition:
     def with_dose(self, dose_per_frame_e_a2: float | None) -> Acquisition:
         """A copy with another exposure per frame."""
         return replace(self, dose_per_frame_e_a2=dose_per_frame_e_a2)
+
+    def without_frames(self, excluded: set[int], n_frames: int) -> Acquisition:
+        """The acquisition of the ``n_frames`` movie after leaving out the 0-based frames ``excluded``."""
+        positions = self.frame_numbers or tuple(range(n_frames))
+        kept = tuple(p for i, p in enumerate(positions) if i not in excluded)
+        return replace(self, frame_numbers=kept)
 
     def binned(self, factor: float) -> Acquisition:
         """The same acquisition seen on a grid ``factor`` times coarser (``factor`` 0.5: the 2x grid)."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch_fourier_filter.dose_weight import critical_exposure
 
+from cryosr.core.acquisition import DEFAULT_VOLTAGE_KV, Acquisition
+from cryosr.core.errors import InputError
+
 __all__ = [
     "aligned_dose_weighted_sum",
     "chunk_frames_for",
@@ -13,21 +16,48 @@ __all__ = [
     "dose_filter",
     "dose_filter_on_grid",
     "dose_weighted_sum",
+    "frame_dose_filters",
 ]
 
 
 def cumulative_dose(
-    n_frames: int, dose_per_frame: float, *, pre_exposure: float = 0.0, device: torch.device | None = None
+    acq: Acquisition, n_frames: int, *, frame_index: torch.Tensor | None = None, device: torch.device | None = None
 ) -> torch.Tensor:
     """Exposure at the middle of each frame in e/Å².
+
+    Parameters
+    ----------
+    acq : Acquisition
+        Dose per frame (must be known) and pre-exposure.
+    n_frames : int
+        Frames ``0 .. n_frames - 1``.
+    frame_index : torch.Tensor | None
+        `(t,)` positions of the frames in the movie (e.g. the even half); None: ``0 .. n_frames - 1``.
+        Positions are mapped through ``acq.frame_numbers`` when frames were left out.
+    device : torch.device | None
+        Where the result lives.
 
     Returns
     -------
     dose : torch.Tensor
-        `(t,)` float32: ``pre_exposure + dose_per_frame * (i + 0.5)``.
+        `(t,)` float32: ``pre_exposure + dose_per_frame * (i + 0.5)`` for exposure interval ``i``.
     """
-    i = torch.arange(n_frames, dtype=torch.float32, device=device)
-    return pre_exposure + dose_per_frame * (i + 0.5)
+    dose_per_frame = _known_dose(acq)
+    if frame_index is None:
+        index = torch.arange(n_frames, device=device)
+    else:
+        if tuple(frame_index.shape) != (n_frames,):
+            raise ValueError(f"frame_index has shape {tuple(frame_index.shape)}, expected ({n_frames},)")
+        index = frame_index.to(device=device, dtype=torch.long)
+    if acq.frame_numbers is not None:
+        index = torch.tensor(acq.frame_numbers, device=device)[index]
+    return acq.pre_exposure_e_a2 + dose_per_frame * (index.to(torch.float32) + 0.5)
+
+
+def _known_dose(acq: Acquisition) -> float:
+    if acq.dose_per_frame_e_a2 is None:
+        raise InputError(None, "dose per frame is unknown; give it explicitly")
+    return acq.dose_per_frame_e_a2
 
 
 def _voltage_scale(voltage_kv: float) -> float:
@@ -44,7 +74,7 @@ def dose_filter(
     dose_e_per_a2: torch.Tensor,
     pixel_size_a: float,
     *,
-    voltage_kv: float = 300.0,
+    voltage_kv: float = DEFAULT_VOLTAGE_KV,
     rfft: bool = True,
 ) -> torch.Tensor:
     """Amplitude attenuation ``exp(-N / (2 Ne(k)))`` of the signal after exposure N.
@@ -88,7 +118,7 @@ def critical_exposure_grid(
     return critical_exposure(k)
 
 
-def dose_filter_on_grid(ne: torch.Tensor, dose_e_per_a2: torch.Tensor, *, voltage_kv: float = 300.0) -> torch.Tensor:
+def dose_filter_on_grid(ne: torch.Tensor, dose_e_per_a2: torch.Tensor, *, voltage_kv: float = DEFAULT_VOLTAGE_KV) -> torch.Tensor:
     """``dose_filter`` from a precomputed ``critical_exposure_grid`` (cheap per chunk of frames).
 
     Returns
@@ -100,6 +130,20 @@ def dose_filter_on_grid(ne: torch.Tensor, dose_e_per_a2: torch.Tensor, *, voltag
     return torch.exp(-dose[:, None, None] / (2 * ne[None]))
 
 
+def frame_dose_filters(
+    acq: Acquisition, shape: tuple[int, int], n_frames: int, *, rfft: bool = True, device: torch.device | None = None
+) -> torch.Tensor:
+    """``dose_filter`` of every frame of a movie recorded with ``acq``.
+
+    Returns
+    -------
+    q : torch.Tensor
+        `(t, h, w // 2 + 1)` (``rfft``) or `(t, h, w)` float32 attenuation factors.
+    """
+    dose = cumulative_dose(acq, n_frames, device=device)
+    return dose_filter(shape, dose, acq.pixel_size_a, voltage_kv=acq.voltage_kv, rfft=rfft)
+
+
 def chunk_frames_for(shape: tuple[int, int], element_bytes: int, budget_bytes: int, copies: int) -> int:
     """Frames per chunk so that ``copies`` rfft-sized arrays of a chunk fit in ``budget_bytes`` (>= 1)."""
     h, w = shape
@@ -107,14 +151,7 @@ def chunk_frames_for(shape: tuple[int, int], element_bytes: int, budget_bytes: i
     return max(1, budget_bytes // per_frame)
 
 
-def dose_weighted_sum(
-    frames: torch.Tensor,
-    dose_per_frame: float,
-    pixel_size_a: float,
-    *,
-    pre_exposure: float = 0.0,
-    voltage_kv: float = 300.0,
-) -> torch.Tensor:
+def dose_weighted_sum(frames: torch.Tensor, acq: Acquisition) -> torch.Tensor:
     """Optimally exposure-weighted sum of aligned frames (Grant & Grigorieff 2015, Eq. 9).
 
     Per frequency the frames are weighted by their signal attenuation ``q_i(k)`` and the result is
@@ -126,33 +163,22 @@ def dose_weighted_sum(
     ----------
     frames : torch.Tensor
         `(t, h, w)` aligned frames (counts).
-    dose_per_frame : float
-        e/Å² per frame.
-    pixel_size_a : float
-        Pixel size of ``frames`` in Å.
-    pre_exposure : float
-        Exposure before the first frame, e/Å².
-    voltage_kv : float
-        Acceleration voltage.
+    acq : Acquisition
+        Pixel size of ``frames``, dose per frame, pre-exposure, voltage.
 
     Returns
     -------
     summed : torch.Tensor
         `(h, w)`, same dtype and device.
     """
-    return aligned_dose_weighted_sum(
-        frames, None, dose_per_frame, pixel_size_a, pre_exposure=pre_exposure, voltage_kv=voltage_kv
-    )
+    return aligned_dose_weighted_sum(frames, None, acq)
 
 
 def aligned_dose_weighted_sum(
     frames: torch.Tensor,
     shifts_yx_px: torch.Tensor | None,
-    dose_per_frame: float,
-    pixel_size_a: float,
+    acq: Acquisition,
     *,
-    pre_exposure: float = 0.0,
-    voltage_kv: float = 300.0,
     chunk_frames: int | None = None,
     replicate: int = 1,
 ) -> torch.Tensor:
@@ -169,20 +195,14 @@ def aligned_dose_weighted_sum(
     shifts_yx_px : torch.Tensor | None
         `(t, 2)` shifts in pixels (frame content = reference moved by ``+s``); None: frames are
         aligned already.
-    dose_per_frame : float
-        e/Å² per frame.
-    pixel_size_a : float
-        Pixel size of ``frames`` in Å.
-    pre_exposure : float
-        Exposure before the first frame, e/Å².
-    voltage_kv : float
-        Acceleration voltage.
+    acq : Acquisition
+        Pixel size of ``frames``, dose per frame (must be known), pre-exposure, voltage.
     chunk_frames : int | None
         Frames per chunk (None: as many as fit in about 256 MiB of temporaries).
     replicate : int
         Drizzle: each chunk of frames is first replicated onto a ``replicate``-times finer grid
         (every pixel copied into ``replicate``² pixels of 1/``replicate``² its counts); shifts and
-        ``pixel_size_a`` stay in input pixels. 1: no replication.
+        ``acq`` stay those of the input pixels. 1: no replication.
 
     Returns
     -------
@@ -190,13 +210,14 @@ def aligned_dose_weighted_sum(
         `(h * replicate, w * replicate)`, dtype and device of ``frames``.
     """
     if replicate > 1:
-        return _replicated_sum(frames, shifts_yx_px, dose_per_frame, pixel_size_a, pre_exposure=pre_exposure,
-                               voltage_kv=voltage_kv, chunk_frames=chunk_frames, replicate=replicate)  # fmt: skip
+        fine = _Replicated(frames, replicate)
+        shifts = None if shifts_yx_px is None else shifts_yx_px * replicate
+        return aligned_dose_weighted_sum(fine, shifts, acq.binned(1 / replicate), chunk_frames=chunk_frames)  # type: ignore[arg-type]
     t, h, w = frames.shape
     real = torch.float64 if frames.dtype == torch.float64 else torch.float32
     dev = frames.device
-    ne = critical_exposure_grid((h, w), pixel_size_a, device=dev)
-    dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
+    ne = critical_exposure_grid((h, w), acq.pixel_size_a, device=dev)
+    dose = cumulative_dose(acq, t, device=dev)
     n = chunk_frames or chunk_frames_for((h, w), 2 * torch.finfo(real).bits // 8, 256 << 20, 4)
     ky = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)
     kx = torch.fft.rfftfreq(w, device=dev, dtype=torch.float64)
@@ -210,7 +231,7 @@ def aligned_dose_weighted_sum(
             ey = torch.polar(torch.ones(b - a, h, dtype=torch.float64, device=dev), 2 * torch.pi * ky[None] * s[:, :1])
             ex = torch.polar(torch.ones(b - a, w // 2 + 1, dtype=torch.float64, device=dev), 2 * torch.pi * kx[None] * s[:, 1:])
             spec *= ey.to(spec.dtype)[:, :, None] * ex.to(spec.dtype)[:, None, :]
-        q = dose_filter_on_grid(ne, dose[a:b], voltage_kv=voltage_kv).to(real)
+        q = dose_filter_on_grid(ne, dose[a:b], voltage_kv=acq.voltage_kv).to(real)
         acc += (spec * q).sum(0, dtype=torch.complex128)
         q2 += (q.double() ** 2).sum(0)
         del spec, q
@@ -230,22 +251,3 @@ class _Replicated:
     def __getitem__(self, index: slice) -> torch.Tensor:
         chunk = self.frames[index]
         return chunk.repeat_interleave(self.r, dim=-2).repeat_interleave(self.r, dim=-1) / self.r**2
-
-
-def _replicated_sum(
-    frames: torch.Tensor,
-    shifts_yx_px: torch.Tensor | None,
-    dose_per_frame: float,
-    pixel_size_a: float,
-    *,
-    pre_exposure: float,
-    voltage_kv: float,
-    chunk_frames: int | None,
-    replicate: int,
-) -> torch.Tensor:
-    fine = _Replicated(frames, replicate)
-    shifts = None if shifts_yx_px is None else shifts_yx_px * replicate
-    return aligned_dose_weighted_sum(
-        fine, shifts, dose_per_frame, pixel_size_a / replicate, pre_exposure=pre_exposure,  # type: ignore[arg-type]
-        voltage_kv=voltage_kv, chunk_frames=chunk_frames,
-    )

@@ -2,7 +2,7 @@
 
 Nothing here talks to a server or touches files: a ``Dataset`` (or plain numpy arrays) in, values
 out. Field conventions (``shape`` is ``[ny, nx]``, paths are project-relative) are those of
-cryosparc-tools 5.0 (see the README's CryoSPARC section for which ones are verified).
+cryosparc-tools 5.0 (see docs/cryosparc.md for which ones are verified).
 """
 
 from __future__ import annotations
@@ -266,8 +266,6 @@ class EerRendering:
     ----------
     grouping, upsampling : int
         Detector frames per fraction; rendering grid (``movie_blob/shape`` over the file's physical shape).
-    physical_pixel_size_a : float
-        ``movie_blob/psize_A`` (the pixel of the dataset's grid) times ``upsampling``.
     dose_per_fraction : float
         The exposure's total dose over its detector frames, times ``grouping``.
     n_fractions : int
@@ -276,7 +274,6 @@ class EerRendering:
 
     grouping: int
     upsampling: int
-    physical_pixel_size_a: float
     dose_per_fraction: float
     n_fractions: int
 
@@ -284,7 +281,12 @@ class EerRendering:
 def eer_rendering(
     s: ExposureSource, physical_shape: tuple[int, int], n_eer_frames: int, *, grouping: int, upsampling: int | None
 ) -> EerRendering:
-    """Fit the rendering of an EER exposure to its dataset row (one-line ``InputError`` when it cannot)."""
+    """Fit the rendering of an EER exposure to its dataset row (one-line ``InputError`` when it cannot).
+
+    The grid is the one of ``movie_blob/shape`` (and ``psize_A`` its pixel); the dose per fraction is the
+    exposure's total dose over its detector frames times ``grouping`` (CryoSPARC's field semantics for EER
+    are not verified against a server).
+    """
     if grouping < 1:
         raise InputError(s.path, f"exposure {s.uid}: an EER movie needs --eer-grouping (detector frames per fraction)")
     ratio = s.shape_yx[0] / physical_shape[0]
@@ -295,7 +297,7 @@ def eer_rendering(
     if grouping > n_eer_frames:
         raise InputError(s.path, f"exposure {s.uid}: --eer-grouping {grouping} exceeds the {n_eer_frames} EER frames")
     total = (s.dose_per_frame or 0.0) * s.n_frames
-    return EerRendering(grouping, int(ratio), s.pixel_size_a * ratio, total * grouping / n_eer_frames, n_eer_frames // grouping)
+    return EerRendering(grouping, int(ratio), total * grouping / n_eer_frames, n_eer_frames // grouping)
 
 
 def gain_orientation_to_relion(flip_x: int, flip_y: int, rotate_num: int) -> tuple[int, int]:

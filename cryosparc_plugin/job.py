@@ -31,6 +31,7 @@ from typing import NoReturn
 import numpy as np
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.batch import MovieRunner
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import CryosrError, InputError
@@ -344,13 +345,13 @@ def _preview_figure(before: torch.Tensor, after: torch.Tensor, px_before: float,
 
 def _task(files: _Files, s: ExposureSource, config: PluginConfig, preview: Path | None) -> MovieTask:
     """The core's unit of work for one exposure (inputs fetched to a local path when needed)."""
+    acq = Acquisition(pixel_size_a=s.pixel_size_a, dose_per_frame_e_a2=s.dose_per_frame, voltage_kv=s.voltage_kv)
     movie = files.fetch(s.path)
     task = MovieTask(
         movie_path=movie,
         out_path=files.out_path(output_name(s.uid, s.path)),
+        acquisition=acq,
         lr_sum_path=preview,
-        pixel_size_a=s.pixel_size_a,
-        dose_per_frame=s.dose_per_frame,
         gain_path=files.fetch(s.gain_path),
         gain_rotate=s.gain_rotate,
         gain_flip=s.gain_flip,
@@ -360,32 +361,22 @@ def _task(files: _Files, s: ExposureSource, config: PluginConfig, preview: Path 
 
 
 def _eer_task(task: MovieTask, s: ExposureSource, config: PluginConfig) -> MovieTask:
-    """An EER exposure: rendered on the dataset's grid, the dose per fraction, CryoSPARC's motion if it fits."""
+    """An EER exposure: rendered on the dataset's grid (its psize_A), the dose per fraction, CryoSPARC's motion if it fits."""
     header = read_eer_header(task.movie_path)
     eer = eer_rendering(s, header.shape, header.n_frames, grouping=config.eer_grouping, upsampling=config.eer_upsampling)
     shifts = task.shifts_yx_px if task.shifts_yx_px is None or len(task.shifts_yx_px) == eer.n_fractions else None
     if shifts is None and task.shifts_yx_px is not None:
         logger.warning("%s: the trajectory has %d frames, the rendering %d fractions; estimating shifts",
                        s.path, len(task.shifts_yx_px), eer.n_fractions)  # fmt: skip
-    return dataclasses.replace(task, pixel_size_a=eer.physical_pixel_size_a, dose_per_frame=eer.dose_per_fraction,
-                               shifts_yx_px=shifts, eer_grouping=eer.grouping, eer_upsampling=eer.upsampling)  # fmt: skip
-
-
-def _sr_config(config: PluginConfig, s: ExposureSource) -> SuperresConfig:
-    return SuperresConfig(method=config.method, voltage_kv=s.voltage_kv)
+    acq = task.acquisition.with_dose(eer.dose_per_fraction)
+    return dataclasses.replace(task, acquisition=acq, shifts_yx_px=shifts, eer_grouping=eer.grouping,
+                               eer_upsampling=eer.upsampling)  # fmt: skip
 
 
 def _run_parallel(tasks: list[MovieTask], todo: list[ExposureSource], config: PluginConfig) -> list[dict]:
-    """``--workers N``: the exposures as Dask tasks through ``MovieRunner`` (one run per voltage)."""
-    records: list[dict | None] = [None] * len(tasks)
-    groups: dict[SuperresConfig, list[int]] = {}
-    for i, s in enumerate(todo):
-        groups.setdefault(_sr_config(config, s), []).append(i)
-    for sr_config, idx in groups.items():
-        with MovieRunner(device_spec=config.device, workers=config.workers, progress=False) as runner:
-            done = runner.run([tasks[i] for i in idx], sr_config, process_fn=process_superres)
-        for i, record in zip(idx, done, strict=True):
-            records[i] = record
+    """``--workers N``: the exposures as Dask tasks through ``MovieRunner`` (each task has its own acquisition)."""
+    with MovieRunner(device_spec=config.device, workers=config.workers, progress=False) as runner:
+        records = runner.run(tasks, SuperresConfig(method=config.method), process_fn=process_superres)
     failed = [(s, r) for s, r in zip(todo, records, strict=True) if "error" in r]
     if failed:
         s, r = failed[0]
@@ -463,7 +454,7 @@ def _process(job, project, config: PluginConfig, device: torch.device, summary: 
         if config.workers == 1:  # one exposure at a time: inputs fetched and outputs published as we go
             for k, s in enumerate(todo):
                 task = _task(files, s, config, lr_sum if not register.plotted and s.kind == "movie" else None)
-                register(k, s, task, process_superres(task, _sr_config(config, s), device=device))
+                register(k, s, task, process_superres(task, SuperresConfig(method=config.method), device=device))
         else:
             tasks = [_task(files, s, config, None) for s in todo]
             fresh = (k for k, (s, t) in enumerate(zip(todo, tasks)) if s.kind == "movie" and not t.out_path.exists())

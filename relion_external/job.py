@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -25,13 +24,25 @@ from pathlib import Path
 import torch
 
 from cryosr.core import __version__
+from cryosr.core.acquisition import DEFAULT_VOLTAGE_KV
 from cryosr.core.batch import MovieRunner
 from cryosr.core.device import resolve_device
+from cryosr.core.enhance.infer import EnhanceConfig
 from cryosr.core.errors import CryosrError, InputError
-from cryosr.core.io import atomic_path, read_mrc_header, read_star, write_star
+from cryosr.core.io import MovieHeader, atomic_path, read_movie_header, read_star, write_star
 from cryosr.core.io.motion_star import RelionMotion, read_relion_motion
-from cryosr.core.pipeline import MovieTask, process_superres, train_zssr_dataset
-from cryosr.core.superres.reconstruct import SuperresConfig
+from cryosr.core.pipeline import (
+    EnhanceRun,
+    MovieTask,
+    motion_shifts,
+    output_complete,
+    plan_acquisition,
+    process_enhance,
+    process_superres,
+    train_zssr_dataset,
+)
+from cryosr.core.pipeline.enhance import load_model
+from cryosr.core.superres.reconstruct import DATASET_FINE_TUNE_STEPS, SuperresConfig
 from cryosr.relion_external.args import JobArgs
 from cryosr.relion_external.logs import ensure_stdout_logging
 from cryosr.relion_external.nodes import detect_relion_version, output_nodes_blocks
@@ -72,15 +83,11 @@ class WorkItem:
         Input movie (or single micrograph), output path and acquisition parameters.
     mode : str
         ``movie`` (frames with known or estimated shifts) or ``single`` (one micrograph: interpolation).
-    voltage_kv : float
-    pre_exposure : float
     """
 
     item: MicrographItem
     task: MovieTask
     mode: str
-    voltage_kv: float
-    pre_exposure: float
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,15 @@ def _is_missing(value: str | None) -> bool:
     return value is None or value.strip() in ("", "None", "nan")
 
 
+def _header(path: Path, star: Path, n_frames: int | None = None, **eer: int) -> MovieHeader:
+    """The movie's header; an unreadable one fails that micrograph later (after the others), not the job now."""
+    try:
+        return read_movie_header(path, **eer)
+    except InputError as exc:
+        logger.warning("%s (named in %s): %s; it will fail when processed", path, star, exc.problem)
+        return MovieHeader((n_frames or 0, 0, 0), None, path)
+
+
 def _plan_work(args: JobArgs, items: list[MicrographItem]) -> list[WorkItem]:
     """Check every input file and motion record; build the tasks. Writes nothing."""
     star = args.input_star
@@ -194,23 +210,26 @@ def _plan_work(args: JobArgs, items: list[MicrographItem]) -> list[WorkItem]:
     single = 0
     for it in items:
         out = Path(it.output)
-        voltage = it.voltage_kv or 300.0
+        voltage = it.voltage_kv or DEFAULT_VOLTAGE_KV
         if args.input_kind == "movies":
             if args.dose_per_frame is None:
                 raise InputError(star, "movies input needs the dose: add a Params row 'dose_per_frame' (e/A^2 per frame)")
-            gain = _exists(args.gain_ref, "gain reference", star) if args.gain_ref else None
+            movie = _exists(it.source, "movie", star)
             if (args.eer_upsampling or 1) != 1:
                 raise InputError(star, "eer_upsampling 2 needs Input micrographs from a MotionCorr run with EER upsampling 2 "
                                  "(the output pixel of Input movies is the physical pixel / 2)")  # fmt: skip
-            task = MovieTask(
-                movie_path=_exists(it.source, "movie", star), out_path=out, pixel_size_a=it.pixel_size_a,
-                dose_per_frame=args.dose_per_frame, gain_path=gain, gain_rotate=args.gain_rot,
-                gain_flip=args.gain_flip, eer_grouping=args.eer_grouping, eer_upsampling=args.eer_upsampling or 1,
-            )  # fmt: skip
-            work.append(WorkItem(it, task, "movie", voltage, 0.0))
+            eer = {"eer_grouping": args.eer_grouping, "eer_upsampling": 1}
+            acq = plan_acquisition(_header(movie, star, **eer), pixel_size_a=it.pixel_size_a, voltage_kv=voltage,
+                                   dose_per_frame_e_a2=args.dose_per_frame, source="movies STAR")  # fmt: skip
+            gain = _exists(args.gain_ref, "gain reference", star) if args.gain_ref else None
+            task = MovieTask(movie_path=movie, out_path=out, acquisition=acq, gain_path=gain, gain_rotate=args.gain_rot,
+                             gain_flip=args.gain_flip, **eer)  # fmt: skip
+            work.append(WorkItem(it, task, "movie"))
         elif _is_missing(it.metadata):
-            task = MovieTask(movie_path=_exists(it.source, "micrograph", star), out_path=out, pixel_size_a=it.pixel_size_a)
-            work.append(WorkItem(it, task, "single", voltage, 0.0))
+            mic = _exists(it.source, "micrograph", star)
+            acq = plan_acquisition(_header(mic, star), pixel_size_a=it.pixel_size_a, voltage_kv=voltage,
+                                   source="micrographs STAR")  # fmt: skip
+            work.append(WorkItem(it, MovieTask(movie_path=mic, out_path=out, acquisition=acq), "single"))
             single += 1
         else:
             motion = read_relion_motion(_exists(it.metadata, "motion metadata", star))
@@ -224,6 +243,17 @@ def _plan_work(args: JobArgs, items: list[MicrographItem]) -> list[WorkItem]:
     return work
 
 
+def _eer_rendering(args: JobArgs, motion: RelionMotion, movie: Path, meta: Path) -> dict:
+    """Render an EER movie as MotionCorr did (its grid fixes the output pixel); other movies: no EER options."""
+    if movie.suffix.lower() != ".eer":
+        return {"eer_grouping": 0, "eer_upsampling": 1}
+    upsampling = args.eer_upsampling or motion.eer_upsampling
+    if upsampling != motion.eer_upsampling:
+        raise InputError(meta, f"MotionCorr rendered the EER movie at upsampling {motion.eer_upsampling}, not "
+                         f"{upsampling}: the output pixel follows its micrographs (leave eer_upsampling empty)")  # fmt: skip
+    return {"eer_grouping": args.eer_grouping or motion.eer_grouping, "eer_upsampling": upsampling}
+
+
 def _movie_from_motion(args: JobArgs, it: MicrographItem, motion: RelionMotion, out: Path, voltage: float) -> WorkItem:
     meta = Path(it.metadata or "")
     if abs(motion.binning - 1.0) > 1e-6:
@@ -233,62 +263,41 @@ def _movie_from_motion(args: JobArgs, it: MicrographItem, motion: RelionMotion, 
             "(re-run MotionCorr with binning factor 1)",
         )
     movie = _exists(motion.movie_name, "movie", meta)
-    eer = movie.suffix.lower() == ".eer"
-    # an EER micrograph has the pixel of RELION's rendering grid; the task takes the physical pixel
-    mic_px = it.pixel_size_a * (motion.eer_upsampling if eer else 1)
+    eer = _eer_rendering(args, motion, movie, meta)
+    mic_px = it.pixel_size_a * eer["eer_upsampling"]  # an EER micrograph has the pixel of RELION's rendering grid
     if motion.pixel_size_a and abs(motion.pixel_size_a - mic_px) > 1e-3 * mic_px:
         raise InputError(
             meta, f"movie pixel size {motion.pixel_size_a} A differs from the micrograph pixel size {it.pixel_size_a} A"
         )
-    upsampling = args.eer_upsampling or motion.eer_upsampling
-    if upsampling != motion.eer_upsampling:
-        raise InputError(meta, f"MotionCorr rendered the EER movie at upsampling {motion.eer_upsampling}, not "
-                         f"{upsampling}: the output pixel follows its micrographs (leave eer_upsampling empty)")  # fmt: skip
-    shifts = tuple(map(tuple, motion.shifts_for_eer_upsampling(upsampling).tolist()))
-    n_movie = motion.n_frames_movie
-    if motion.start_frame != 1 or (n_movie is not None and n_movie != len(shifts)):
-        logger.warning("%s: shifts cover frames %d-%d of %s; re-estimating the alignment",
-                       meta, motion.start_frame, motion.start_frame + len(shifts) - 1, n_movie)  # fmt: skip
-        shifts = None
     if motion.has_local_motion:
         logger.debug("%s: local motion model present; only the global shifts are used", meta)
     gain = _exists(motion.gain_name, "gain reference", meta) if motion.gain_name else None
-    dose = motion.dose_per_frame if motion.dose_per_frame else args.dose_per_frame
-    if dose is None:
+    if motion.dose_per_frame is None and args.dose_per_frame is None:
         raise InputError(meta, "no dose per frame (rlnMicrographDoseRate); add a Params row 'dose_per_frame'")
+    header = _header(movie, meta, motion.n_frames_movie or len(motion.shifts_yx_px), **eer)
+    acq = plan_acquisition(header, pixel_size_a=mic_px, motion=motion, source="micrographs STAR",
+                           dose_per_frame_e_a2=None if motion.dose_per_frame else args.dose_per_frame,
+                           voltage_kv=motion.voltage_kv or voltage)  # fmt: skip
     task = MovieTask(
-        movie_path=movie, out_path=out, pixel_size_a=mic_px, dose_per_frame=dose, gain_path=gain,
-        gain_rotate=args.gain_rot, gain_flip=args.gain_flip, shifts_yx_px=shifts,
-        eer_grouping=args.eer_grouping or motion.eer_grouping, eer_upsampling=upsampling,
+        movie_path=movie, out_path=out, acquisition=acq, gain_path=gain, gain_rotate=args.gain_rot,
+        gain_flip=args.gain_flip, shifts_yx_px=motion_shifts(motion, header.n_frames, eer["eer_upsampling"]), **eer,
     )  # fmt: skip
-    return WorkItem(it, task, "movie", motion.voltage_kv or voltage, motion.pre_exposure)
+    return WorkItem(it, task, "movie")
 
 
-def _superres_config(args: JobArgs, w: WorkItem) -> SuperresConfig:
-    fields = {f.name for f in dataclasses.fields(SuperresConfig)}
-    kwargs: dict = {"scale": args.scale, "voltage_kv": w.voltage_kv, "pre_exposure": w.pre_exposure}
+def _run_config(args: JobArgs) -> SuperresConfig | EnhanceRun:
+    """The one config of every micrograph (the acquisition travels with each task); validates the options."""
+    if args.enhance:
+        tile = {} if args.tile is None else {"tile": args.tile}
+        return EnhanceRun(model=args.model, enhance=EnhanceConfig(scale=args.scale, **tile))
+    kwargs: dict = {"scale": args.scale}
     for name in ("method", "iterations", "tile"):
         value = getattr(args, name)
         if name == "iterations" and value is None and args.mode == "dataset":
-            value = 30  # a short fine-tune from the shared weights, as `cryosr superres --mode dataset`
-        if value is None:
-            continue
-        if name not in fields:
-            raise InputError(None, f"--{name}: not an option of this cryosr version's super-resolution engine")
-        kwargs[name] = value
+            value = DATASET_FINE_TUNE_STEPS  # a short fine-tune from the shared weights, as `cryosr superres --mode dataset`
+        if value is not None:
+            kwargs[name] = value
     return SuperresConfig(**kwargs)
-
-
-def _output_complete(path: Path, pixel_size_a: float) -> bool:
-    """An existing output counts as done when it is a readable MRC with the expected pixel size."""
-    if not path.exists():
-        return False
-    try:
-        header = read_mrc_header(path)
-    except InputError:
-        return False
-    px = header["pixel_size_a"]
-    return px is not None and abs(px - pixel_size_a) <= 1e-3 * pixel_size_a and header["mode"] == 2
 
 
 def _remove_leftovers(job_dir: Path) -> None:
@@ -316,53 +325,20 @@ def _read_pipeline(project_dir: Path) -> tuple[dict | None, int | None]:
         return None, tag
 
 
-class _Enhancer:
-    """The enhancement network at 2x, loaded once per process and device (``--enhance yes``)."""
-
-    def __init__(self, model: str, device: torch.device) -> None:
-        from cryosr.core.enhance.checkpoint import load_checkpoint
-        from cryosr.core.enhance.infer import EnhanceConfig
-
-        self.model, self.meta = load_checkpoint(None if model == "default" else model, device)
-        if 2 not in self.model.config.scales:
-            raise InputError(model, "the enhancement model has no 2x head")
-        self.config = EnhanceConfig(scale=2)
-        self.device = device
-
-    def __call__(self, task: MovieTask) -> dict:
-        from cryosr.core.enhance.infer import enhance_micrograph, enhance_movie
-        from cryosr.core.io import read_movie, write_mrc
-
-        movie = read_movie(task.movie_path, **task.read_options)
-        frames = movie.frames.to(self.device)
-        try:
-            if movie.n_frames == 1:
-                result = enhance_micrograph(frames[0], self.model, self.config)
-            else:
-                shifts = None if task.shifts_yx_px is None else torch.tensor(task.shifts_yx_px, device=self.device)
-                result = enhance_movie(frames, self.model, self.config, shifts_yx_px=shifts)
-        except InputError as exc:
-            raise InputError(task.movie_path, exc.problem) from exc
-        out_px = float(task.frame_pixel_size_a) / 2
-        write_mrc(task.out_path, result.image, out_px, overwrite=True)
-        return {"movie": str(task.movie_path), "output": str(task.out_path), "output_pixel_size_a": out_px,
-                "method": "enhance", "seconds": result.seconds, "skipped": False}  # fmt: skip
-
-
-@functools.lru_cache(maxsize=2)
-def _enhancer(model: str, device: str) -> _Enhancer:
-    return _Enhancer(model, torch.device(device))
-
-
 def process_relion_task(
-    task: MovieTask, config: SuperresConfig, *, device: torch.device, overwrite: bool = False, weights: dict | None = None
+    task: MovieTask,
+    config: SuperresConfig | EnhanceRun,
+    *,
+    device: torch.device,
+    overwrite: bool = False,
+    weights: dict | None = None,
 ) -> dict:
     """``process_fn`` of ``MovieRunner.run`` for one micrograph of an External job (in-process or on a worker).
 
-    Everything specific to the micrograph travels in ``task.extra`` (picklable, for Dask workers): its
-    own ``SuperresConfig`` (voltage and pre-exposure differ per optics group / movie), the job directory
-    (abort requests), the expected output pixel size, ``overwrite``/``enhance``/``model``, the torch
-    thread count and its ``[k/n]`` position for the progress line in run.out.
+    The micrograph runs through the core pipeline (``process_superres``, or ``process_enhance`` with
+    ``enhance yes``), as with ``cryosr superres``/``cryosr enhance``. What is specific to the External
+    job travels in ``task.extra`` (picklable, for Dask workers): the job directory (abort requests),
+    the STAR name, the torch thread count and the ``[k/n]`` position for the progress line in run.out.
 
     An abort request (``RELION_JOB_ABORT_NOW``) before or *during* the computation (polled every
     ``ABORT_POLL_S`` s by ``AbortWatcher``, also inside zssr training) returns ``{"aborted": True}``
@@ -371,20 +347,20 @@ def process_relion_task(
     Parameters
     ----------
     task : MovieTask
-        Input, output and ``extra`` as built by ``run_job``.
-    config : SuperresConfig
-        Unused (the runner's shared config); ``task.extra["config"]`` is this micrograph's.
+        Input, output, acquisition and ``extra`` as built by ``run_job``.
+    config : SuperresConfig | EnhanceRun
+        The job's options.
     device : torch.device
         Compute device chosen by the runner.
     overwrite : bool
-        Unused; ``task.extra["overwrite"]`` decides (the runner forces it for missing outputs).
+        Recompute a finished output (``overwrite yes``).
     weights : dict | None
         Dataset mode: the shared zssr weights each micrograph fine-tunes from.
 
     Returns
     -------
     record : dict
-        ``process_superres``'s record plus ``mode`` and the STAR name as ``output``; or a short record with
+        The pipeline's record plus ``mode`` and the STAR name as ``output``; or a short record with
         ``skipped`` or ``aborted``.
     """
     x = task.extra
@@ -397,32 +373,25 @@ def process_relion_task(
     base = {"movie": str(task.movie_path), "output": x["name"], "mode": x["mode"], "skipped": False}
     if status.abort_requested():
         return {**base, "aborted": True}
-    out_px = x["out_px"]
-    done = _output_complete(task.out_path, out_px)
-    if done and not x["overwrite"]:
-        logger.info("%s %s: done in an earlier run, skipped", where, x["name"])
-        return {**base, "skipped": True}
-    if task.out_path.exists() and not done:
-        logger.warning("%s is incomplete or stale; recomputing it", x["name"])
     t0 = time.perf_counter()
     try:
         with AbortWatcher(status, x.get("abort_poll_s", ABORT_POLL_S)):
-            if x["enhance"]:
-                record = _enhancer(x["model"], str(device))(task)
+            if isinstance(config, EnhanceRun):
+                record = process_enhance(task, config, device=device, overwrite=overwrite)
             else:
-                record = process_superres(task, x["config"], device=device, overwrite=True, weights=weights)
+                record = process_superres(task, config, device=device, overwrite=overwrite, weights=weights)
     except JobAborted:
         logger.warning("%s %s: abort requested during the computation; stopped", where, x["name"])
         return {**base, "aborted": True}
-    if abs(record["output_pixel_size_a"] - out_px) > 1e-4 * out_px:
-        raise RuntimeError(f"{task.out_path}: pixel size {record['output_pixel_size_a']} A, expected {out_px} A")
+    if record.get("skipped"):
+        logger.info("%s %s: done in an earlier run, skipped", where, x["name"])
+        return {**base, "skipped": True}
     record.update(mode=x["mode"], output=x["name"])
     logger.info("%s %s -> %s (%s, %.1f s)", where, x["source"], x["name"], x["mode"], time.perf_counter() - t0)
     return record
 
 
-def _tasks(args: JobArgs, work: list[WorkItem], configs: list[SuperresConfig], status: JobStatus,
-           project_dir: Path, distributed: bool) -> list[MovieTask]:  # fmt: skip
+def _tasks(args: JobArgs, work: list[WorkItem], status: JobStatus, project_dir: Path, distributed: bool) -> list[MovieTask]:
     """The MovieTasks handed to ``MovieRunner.run`` (absolute paths on workers: they may run elsewhere)."""
     root = project_dir.resolve() if distributed else None
 
@@ -431,12 +400,10 @@ def _tasks(args: JobArgs, work: list[WorkItem], configs: list[SuperresConfig], s
 
     threads = max(1, args.threads // args.workers)
     tasks = []
-    for k, (w, config) in enumerate(zip(work, configs), 1):
+    for k, w in enumerate(work, 1):
         extra = {
-            "config": config, "job_dir": str(place(status.job_dir)), "out_px": w.item.pixel_size_a / args.scale,
-            "overwrite": args.overwrite, "enhance": args.enhance, "model": args.model, "mode": w.mode,
-            "name": w.item.output, "source": w.item.source, "index": k, "total": len(work),
-            "threads": threads if distributed else None, "log_to_stdout": distributed,
+            "job_dir": str(place(status.job_dir)), "mode": w.mode, "name": w.item.output, "source": w.item.source,
+            "index": k, "total": len(work), "threads": threads if distributed else None, "log_to_stdout": distributed,
         }  # fmt: skip
         tasks.append(dataclasses.replace(w.task, movie_path=place(w.task.movie_path), out_path=place(w.task.out_path),
                                          gain_path=place(w.task.gain_path), extra=extra))  # fmt: skip
@@ -472,7 +439,7 @@ def _cuda_visible(value: str | None) -> Iterator[None]:
                 os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 
-def _run_tasks(args: JobArgs, tasks: list[MovieTask], config: SuperresConfig, status: JobStatus,
+def _run_tasks(args: JobArgs, tasks: list[MovieTask], config: SuperresConfig | EnhanceRun, status: JobStatus,
                visible: str | None) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """Run the tasks in this process (``workers 1``) or on a local Dask cluster, through ``MovieRunner``.
 
@@ -493,7 +460,8 @@ def _run_tasks(args: JobArgs, tasks: list[MovieTask], config: SuperresConfig, st
             except RuntimeError:  # on a worker an abort surfaces as a failed training task
                 status.check_abort()
                 raise
-        return runner.run(tasks, config, process_fn=process_relion_task, weights=weights), training
+        records = runner.run(tasks, config, process_fn=process_relion_task, overwrite=args.overwrite, weights=weights)
+        return records, training
 
 
 def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, project_dir: Path = Path(".")) -> JobResult:
@@ -537,23 +505,24 @@ def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, pro
         raise InputError(args.input_star, "contains no micrographs")
     work = _plan_work(args, items)
     out_blocks = output_blocks(blocks, args.input_kind, items, scale=args.scale)
-    configs = [_superres_config(args, w) for w in work]  # validates method and options before any output
+    config = _run_config(args)  # validates method and options before any output
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     device = resolve_device(select_device(args.gpu, args.device, visible))
     if args.workers > 1:
         worker_devices(args.gpu, args.device, visible)  # a bad --gpu list fails before any output
     logger.info("cryosr-relion %s: %d micrographs from %s, method %s, device %s (CUDA_VISIBLE_DEVICES=%s), %d threads",
-                __version__, len(work), args.input_star, "enhance" if args.enhance else configs[0].method, device,
+                __version__, len(work), args.input_star, "enhance" if args.enhance else config.method, device,
                 visible, args.threads)  # fmt: skip
-    if args.enhance:
-        _enhancer(args.model, str(device))  # bad weights fail before any output
+    if isinstance(config, EnhanceRun):
+        load_model(config, device)  # bad weights fail before any output
 
-    tasks = _tasks(args, work, configs, status, project_dir, distributed=args.workers > 1)
+    tasks = _tasks(args, work, status, project_dir, distributed=args.workers > 1)
+    scale = config.enhance.scale if isinstance(config, EnhanceRun) else config.scale
     records: list[dict | None] = [None] * len(tasks)
     todo = []
     for i, task in enumerate(tasks):  # Continue: finished micrographs need no worker
-        if not args.overwrite and _output_complete(task.out_path, task.extra["out_px"]):
+        if not args.overwrite and output_complete(task.out_path, task.acquisition.pixel_size_a / scale):
             records[i] = {"movie": str(work[i].task.movie_path), "output": work[i].item.output, "skipped": True}
             logger.info("[%d/%d] %s: done in an earlier run, skipped", i + 1, len(tasks), work[i].item.output)
         else:
@@ -561,7 +530,7 @@ def run_job(args: JobArgs, status: JobStatus, argv: list[str] | None = None, pro
     status.check_abort()
     training: list[dict] = []
     if todo:
-        done, training = _run_tasks(args, [tasks[i] for i in todo], configs[todo[0]], status, visible)
+        done, training = _run_tasks(args, [tasks[i] for i in todo], config, status, visible)
         for i, record in zip(todo, done, strict=True):
             records[i] = record
     status.check_abort()

@@ -18,16 +18,19 @@
    pin down are kept; noisy ones follow their neighbours.
 
 Shifts follow cryosr's convention: frame content = reference moved by ``+s``. Accuracy scales with
-the image area (the number of signal-bearing Fourier coefficients); see README, section superres.
+the image area (the number of signal-bearing Fourier coefficients); see docs/benchmarks/superres.md.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.align.trajectory import smooth_trajectory
 from cryosr.core.dose import chunk_frames_for, critical_exposure_grid, cumulative_dose, dose_filter_on_grid
 
@@ -188,18 +191,180 @@ def _shift_variance(
     return (var_y + var_x) / 2, (curv_y <= 0) | (curv_x <= 0)
 
 
+@dataclass
+class _Spectra:
+    """The mean-free frames' spectra (stored once, at the input precision) and their frequency grid."""
+
+    spec: torch.Tensor  # (t, h, w//2+1)
+    counts: torch.Tensor  # (t,) float64 total counts per frame
+    ky: torch.Tensor  # (h,) float64 cycles/px
+    kx: torch.Tensor  # (w//2+1,)
+    wgt: torch.Tensor  # (w//2+1,) rfft column multiplicities
+    chunks: list[tuple[int, int]]
+    shape: tuple[int, int]
+
+    @property
+    def cplx(self) -> torch.dtype:
+        return self.spec.dtype
+
+    @property
+    def real(self) -> torch.dtype:
+        return torch.float64 if self.spec.dtype == torch.complex128 else torch.float32
+
+    def aligned_sum(self, shifts: torch.Tensor, q_of: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+        """``sum_i q_i spec_i`` moved back by ``shifts`` (accumulated in complex128, returned at ``cplx``)."""
+        h, w = self.shape
+        total = torch.zeros(h, w // 2 + 1, dtype=torch.complex128, device=self.spec.device)
+        for a, b in self.chunks:
+            weighted = self.spec[a:b] if q_of is None else self.spec[a:b] * q_of(a, b)
+            total += (weighted * _ramp(self.ky, self.kx, shifts[a:b], self.cplx)).sum(0).to(torch.complex128)
+        return total.to(self.cplx)
+
+
+def _spectra(frames: torch.Tensor, chunk_frames: int | None) -> _Spectra:
+    t, h, w = frames.shape
+    dev = frames.device
+    real = torch.float64 if frames.dtype == torch.float64 else torch.float32
+    cplx = torch.complex128 if real == torch.float64 else torch.complex64
+    n = chunk_frames or chunk_frames_for((h, w), 2 * torch.finfo(real).bits // 8, CHUNK_BUDGET_BYTES, _CHUNK_COPIES)
+    chunks = [(a, min(t, a + n)) for a in range(0, t, n)]
+    ky, kx = _freqs(h, w, dev)
+    spec = torch.empty(t, h, w // 2 + 1, dtype=cplx, device=dev)
+    counts = torch.empty(t, dtype=torch.float64, device=dev)
+    for a, b in chunks:  # float64 transforms, stored at the input precision
+        x = frames[a:b].to(torch.float64)
+        counts[a:b] = x.sum(dim=(-2, -1))
+        spec[a:b] = torch.fft.rfft2(x - x.mean(dim=(-2, -1), keepdim=True))
+        del x
+    return _Spectra(spec, counts, ky, kx, _half_weight(w, dev), chunks, (h, w))
+
+
+def _window_sums(sp: _Spectra, shifts: torch.Tensor, a: int, b: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw and aligned running sums of the ``2 half + 1`` frames around each frame of chunk ``a:b``."""
+    t = sp.spec.shape[0]
+    lo, hi = max(0, a - half), min(t, b + half)  # the chunk and its window neighbours
+    ext = sp.spec[lo:hi] * _ramp(sp.ky, sp.kx, shifts[lo:hi], sp.cplx)
+    raw = torch.zeros(b - a, *sp.spec.shape[1:], dtype=sp.cplx, device=sp.spec.device)
+    aligned = torch.zeros_like(raw)
+    for o in range(-half, half + 1):
+        i0, i1 = max(a, -o), min(b, t - o)  # frames i whose neighbour i + o exists
+        if i0 < i1:
+            raw[i0 - a : i1 - a] += sp.spec[i0 + o : i1 + o]
+            aligned[i0 - a : i1 - a] += ext[i0 + o - lo : i1 + o - lo]
+    return raw, aligned
+
+
+def _coarse(sp: _Spectra, acq: Acquisition, bfactor_a2: float, iterations: int, max_shift: float, newton_steps: int,
+            window: int) -> torch.Tensor | None:  # fmt: skip
+    """Stage 1: running sums of ``window`` frames vs the aligned sum of the frames outside each window.
+
+    Returns None when the first round's median correlation peak shows no signal.
+    """
+    t = sp.spec.shape[0]
+    h, w = sp.shape
+    k2 = (sp.ky[:, None] ** 2 + sp.kx[None, :] ** 2) / acq.pixel_size_a**2
+    lowpass = torch.exp(-bfactor_a2 * k2 / 2).to(sp.real)
+    half = min(window, t - 1) // 2
+    shifts = torch.zeros(t, 2, device=sp.spec.device, dtype=torch.float64)
+    peak_z = torch.empty(t, dtype=torch.float64, device=sp.spec.device)
+    for it in range(max(iterations, 1)):
+        total = sp.aligned_sum(shifts)
+        new = torch.empty_like(shifts)
+        for a, b in sp.chunks:
+            raw, aligned = _window_sums(sp, shifts, a, b, half)
+            cross = raw * (total[None] - aligned).conj() * lowpass
+            del raw, aligned
+            start = _integer_peak(cross, shifts[a:b], max_shift if it == 0 else 3.0, h, w, peak_z[a:b] if it == 0 else None)
+            new[a:b] = _refine(cross, start, sp.ky, sp.kx, sp.wgt, newton_steps)
+            del cross
+        if it == 0 and not _has_signal(peak_z, t, h, w):
+            return None
+        shifts = new - new.mean(0)
+    return shifts
+
+
+def _has_signal(peak_z: torch.Tensor, t: int, h: int, w: int) -> bool:
+    z, threshold = float(peak_z.median()), peak_significance_threshold(h, w)
+    if z > threshold:
+        return True
+    logger.warning(
+        "no alignment signal: the median correlation peak of %d frames of %dx%d px is %.1f standard "
+        "deviations above its map, no more than noise gives (%.1f); using zero shifts (give "
+        "upstream shifts, or align a larger field)",
+        t, h, w, z, threshold,
+    )  # fmt: skip
+    return False
+
+
+def _exposure_weights(sp: _Spectra, acq: Acquisition) -> Callable[[int, int], torch.Tensor]:
+    """``q_of(a, b)``: the exposure filters `(b - a, h, w//2+1)` of frames ``a:b`` (ones without a dose)."""
+    dev = sp.spec.device
+    if not acq.dose_known:
+        return lambda a, b: torch.ones(1, 1, 1, device=dev, dtype=sp.real)
+    dose = cumulative_dose(acq, sp.spec.shape[0], device=dev)
+    ne = critical_exposure_grid(sp.shape, acq.pixel_size_a, device=dev)
+    return lambda a, b: dose_filter_on_grid(ne, dose[a:b], voltage_kv=acq.voltage_kv).to(sp.real)
+
+
+def _fine(sp: _Spectra, shifts: torch.Tensor, q_of: Callable, iterations: int, newton_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2: each frame vs the others, exposure- and SSNR-weighted. Returns the shifts and the Wiener weights."""
+    h, w = sp.shape
+    ring = (torch.sqrt(sp.ky[:, None] ** 2 + sp.kx[None, :] ** 2) * min(h, w)).round().long()
+    n_rings = int(ring.max()) + 1
+    wgt2d = sp.wgt[None, :].expand(h, w // 2 + 1)
+    wiener = None
+    for _ in range(max(iterations, 1)):
+        even = torch.zeros(h, w // 2 + 1, dtype=torch.complex128, device=sp.spec.device)
+        odd = torch.zeros_like(even)
+        for a, b in sp.chunks:
+            aligned = sp.spec[a:b] * q_of(a, b) * _ramp(sp.ky, sp.kx, shifts[a:b], sp.cplx)
+            first_even = a % 2
+            even += aligned[first_even::2].sum(0).to(torch.complex128)
+            odd += aligned[1 - first_even :: 2].sum(0).to(torch.complex128)
+            del aligned
+        wiener = _ring_wiener(even, odd, ring, wgt2d, n_rings).to(sp.real)
+        total = (even + odd).to(sp.cplx)
+        del even, odd
+        new = torch.empty_like(shifts)
+        for a, b in sp.chunks:
+            weighted = sp.spec[a:b] * q_of(a, b)
+            ref = (total[None] - weighted * _ramp(sp.ky, sp.kx, shifts[a:b], sp.cplx)) * wiener
+            cross = weighted * ref.conj()
+            del weighted, ref
+            start = _integer_peak(cross, shifts[a:b], 2.0, h, w)
+            new[a:b] = _refine(cross, start, sp.ky, sp.kx, sp.wgt, newton_steps)
+            del cross
+        shifts = new - new.mean(0)
+    return shifts, wiener
+
+
+def _smoothed(sp: _Spectra, shifts: torch.Tensor, q_of: Callable, wiener: torch.Tensor) -> torch.Tensor:
+    """Stage 3: the trajectory smoothed with each frame's estimated shift variance."""
+    t = sp.spec.shape[0]
+    dev = sp.spec.device
+    total = sp.aligned_sum(shifts, q_of)
+    var = torch.empty(t, dtype=torch.float64, device=dev)
+    bad = torch.empty(t, dtype=torch.bool, device=dev)
+    for a, b in sp.chunks:
+        q = q_of(a, b)
+        weighted = sp.spec[a:b] * q
+        ref = (total[None] - weighted * _ramp(sp.ky, sp.kx, shifts[a:b], sp.cplx)) * wiener
+        var[a:b], bad[a:b] = _shift_variance(weighted * ref.conj(), ref, q, shifts[a:b], sp.ky, sp.kx, sp.wgt, sp.counts[a:b])
+        del weighted, ref
+    variance = torch.where(bad, var.max() * 100 + 1.0, var)
+    smoothed, _ = smooth_trajectory(shifts, variance)
+    return smoothed - smoothed.mean(0)
+
+
 def estimate_shifts(
     frames: torch.Tensor,
+    acq: Acquisition,
     *,
-    pixel_size_a: float = 1.0,
     bfactor_a2: float = 500.0,
     iterations: int = 3,
     max_shift_px: float | None = None,
     newton_steps: int = 4,
     window: int = 5,
-    dose_per_frame: float | None = None,
-    pre_exposure: float = 0.0,
-    voltage_kv: float = 300.0,
     smooth: bool = True,
     chunk_frames: int | None = None,
 ) -> torch.Tensor:
@@ -213,8 +378,9 @@ def estimate_shifts(
     ----------
     frames : torch.Tensor
         `(t, h, w)` movie (counts).
-    pixel_size_a : float
-        Pixel size in Å (for the B-factor and the exposure filter).
+    acq : Acquisition
+        Pixel size (for the B-factor and the exposure filter); with a known dose per frame the fine
+        stage weights every frame by its exposure filter (else all frames alike).
     bfactor_a2 : float
         B-factor (Å²) of the Gaussian low-pass of the *coarse* stage only; the fine stage weights
         frequencies by the measured SSNR and the frames' exposure filters.
@@ -226,14 +392,8 @@ def estimate_shifts(
         Newton refinement steps per round.
     window : int
         Frames per running sum in the coarse stage (robust at low per-frame SNR).
-    dose_per_frame : float | None
-        e/Å² per frame; enables the per-frame exposure weighting (None: all frames weighted alike).
-    pre_exposure : float
-        e/Å² before the first frame.
-    voltage_kv : float
-        Acceleration voltage (exposure filter).
     smooth : bool
-        Smooth the trajectory (variance-weighted, penalty by generalised cross-validation).
+        Smooth the trajectory (variance-weighted, hyper-parameters by marginal likelihood).
     chunk_frames : int | None
         Frames per chunk (None: as many as fit in ``CHUNK_BUDGET_BYTES`` of temporaries). The
         result does not depend on it beyond float rounding.
@@ -249,119 +409,13 @@ def estimate_shifts(
     t, h, w = frames.shape
     if t < 2:
         return frames.new_zeros(t, 2)
-    dev = frames.device
-    real = torch.float64 if frames.dtype == torch.float64 else torch.float32
-    cplx = torch.complex128 if real == torch.float64 else torch.complex64
-    c128 = torch.complex128
-    n = chunk_frames or chunk_frames_for((h, w), 2 * torch.finfo(real).bits // 8, CHUNK_BUDGET_BYTES, _CHUNK_COPIES)
-    chunks = [(a, min(t, a + n)) for a in range(0, t, n)]
-    ky, kx = _freqs(h, w, dev)
-    wgt = _half_weight(w, dev)
-    k2 = (ky[:, None] ** 2 + kx[None, :] ** 2) / pixel_size_a**2
+    sp = _spectra(frames, chunk_frames)
     max_shift = max_shift_px if max_shift_px is not None else min(h, w) / 4
-
-    # spectra of the mean-free frames (float64 transforms, stored at the input precision)
-    spec = torch.empty(t, h, w // 2 + 1, dtype=cplx, device=dev)
-    counts = torch.empty(t, dtype=torch.float64, device=dev)
-    for a, b in chunks:
-        x = frames[a:b].to(torch.float64)
-        counts[a:b] = x.sum(dim=(-2, -1))
-        spec[a:b] = torch.fft.rfft2(x - x.mean(dim=(-2, -1), keepdim=True))
-        del x
-    shifts = torch.zeros(t, 2, device=dev, dtype=torch.float64)
-
-    # 1. coarse: running sums vs the aligned sum of the frames outside each window
-    half = min(window, t - 1) // 2
-    lowpass = torch.exp(-bfactor_a2 * k2 / 2).to(real)
-    peak_z = torch.empty(t, dtype=torch.float64, device=dev)
-    for it in range(max(iterations, 1)):
-        total = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
-        for a, b in chunks:
-            total += (spec[a:b] * _ramp(ky, kx, shifts[a:b], cplx)).sum(0).to(c128)
-        total = total.to(cplx)
-        new = torch.empty_like(shifts)
-        for a, b in chunks:
-            lo, hi = max(0, a - half), min(t, b + half)  # the chunk and its window neighbours
-            ext = spec[lo:hi] * _ramp(ky, kx, shifts[lo:hi], cplx)
-            raw = torch.zeros(b - a, h, w // 2 + 1, dtype=cplx, device=dev)  # window sums
-            aligned = torch.zeros_like(raw)  # the same, aligned
-            for o in range(-half, half + 1):
-                i0, i1 = max(a, -o), min(b, t - o)  # frames i whose neighbour i + o exists
-                if i0 < i1:
-                    raw[i0 - a : i1 - a] += spec[i0 + o : i1 + o]
-                    aligned[i0 - a : i1 - a] += ext[i0 + o - lo : i1 + o - lo]
-            del ext
-            cross = raw * (total[None] - aligned).conj() * lowpass
-            del raw, aligned
-            start = _integer_peak(cross, shifts[a:b], max_shift if it == 0 else 3.0, h, w, peak_z[a:b] if it == 0 else None)
-            new[a:b] = _refine(cross, start, ky, kx, wgt, newton_steps)
-            del cross
-        if it == 0:
-            z, threshold = float(peak_z.median()), peak_significance_threshold(h, w)
-            if z <= threshold:
-                logger.warning(
-                    "no alignment signal: the median correlation peak of %d frames of %dx%d px is %.1f standard "
-                    "deviations above its map, no more than noise gives (%.1f); using zero shifts (give "
-                    "upstream shifts, or align a larger field)",
-                    t, h, w, z, threshold,
-                )  # fmt: skip
-                return frames.new_zeros(t, 2)
-        shifts = new - new.mean(0)
-
-    # 2. fine: each frame vs the others, exposure- and SSNR-weighted
-    if dose_per_frame is not None:
-        dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
-        ne = critical_exposure_grid((h, w), pixel_size_a, device=dev)
-
-        def q_of(a: int, b: int) -> torch.Tensor:
-            return dose_filter_on_grid(ne, dose[a:b], voltage_kv=voltage_kv).to(real)
-    else:
-
-        def q_of(a: int, b: int) -> torch.Tensor:
-            return torch.ones(1, 1, 1, device=dev, dtype=real)
-
-    ring = (torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2) * min(h, w)).round().long()
-    n_rings = int(ring.max()) + 1
-    wgt2d = wgt[None, :].expand(h, w // 2 + 1)
-    wiener = None
-    for _ in range(max(iterations, 1)):
-        even = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
-        odd = torch.zeros_like(even)
-        for a, b in chunks:
-            aligned = spec[a:b] * q_of(a, b) * _ramp(ky, kx, shifts[a:b], cplx)
-            first_even = a % 2
-            even += aligned[first_even::2].sum(0).to(c128)
-            odd += aligned[1 - first_even :: 2].sum(0).to(c128)
-            del aligned
-        wiener = _ring_wiener(even, odd, ring, wgt2d, n_rings).to(real)
-        total = (even + odd).to(cplx)
-        del even, odd
-        new = torch.empty_like(shifts)
-        for a, b in chunks:
-            weighted = spec[a:b] * q_of(a, b)
-            ref = (total[None] - weighted * _ramp(ky, kx, shifts[a:b], cplx)) * wiener
-            cross = weighted * ref.conj()
-            del weighted, ref
-            start = _integer_peak(cross, shifts[a:b], 2.0, h, w)
-            new[a:b] = _refine(cross, start, ky, kx, wgt, newton_steps)
-            del cross
-        shifts = new - new.mean(0)
-
-    # 3. smooth trajectory
+    shifts = _coarse(sp, acq, bfactor_a2, iterations, max_shift, newton_steps, window)
+    if shifts is None:
+        return frames.new_zeros(t, 2)
+    q_of = _exposure_weights(sp, acq)
+    shifts, wiener = _fine(sp, shifts, q_of, iterations, newton_steps)
     if smooth and t >= 4:
-        total = torch.zeros(h, w // 2 + 1, dtype=c128, device=dev)
-        for a, b in chunks:
-            total += (spec[a:b] * q_of(a, b) * _ramp(ky, kx, shifts[a:b], cplx)).sum(0).to(c128)
-        total = total.to(cplx)
-        var = torch.empty(t, dtype=torch.float64, device=dev)
-        bad = torch.empty(t, dtype=torch.bool, device=dev)
-        for a, b in chunks:
-            q = q_of(a, b)
-            weighted = spec[a:b] * q
-            ref = (total[None] - weighted * _ramp(ky, kx, shifts[a:b], cplx)) * wiener
-            var[a:b], bad[a:b] = _shift_variance(weighted * ref.conj(), ref, q, shifts[a:b], ky, kx, wgt, counts[a:b])
-            del weighted, ref
-        variance = torch.where(bad, var.max() * 100 + 1.0, var)
-        shifts, _ = smooth_trajectory(shifts, variance)
-        shifts = shifts - shifts.mean(0)
+        shifts = _smoothed(sp, shifts, q_of, wiener)
     return shifts.to(frames.dtype)

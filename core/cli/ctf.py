@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryosr.core.cli.options import add_device
 from cryosr.core.ctf.fit import CtfFitConfig, fit_ctf
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import InputError
@@ -48,9 +49,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--defocus-range", default="0.3:5.0", help="mean defocus search range, µm (default 0.3:5.0)")
     parser.add_argument("--fit-range", default="30:5", help="resolution band of the search, Å (default 30:5)")
     parser.add_argument("--max-astigmatism", type=float, default=1500.0, help="grid limit of U-V, Å (default 1500)")
-    parser.add_argument("--tile", type=int, default=512, help="periodogram tile size, px (default 512)")
+    parser.add_argument("--spectrum-tile", type=int, default=512, help="periodogram tile size, px (default 512)")
     parser.add_argument("--original-pixel-size", type=float, default=None, help="movie pixel size for the optics block")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    add_device(parser)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
             defocus_min_a=dmin * 1e4,
             defocus_max_a=dmax * 1e4,
             max_astigmatism_a=args.max_astigmatism,
-            tile_px=args.tile,
+            tile_px=args.spectrum_tile,
             fit_low_res_a=low,
             fit_high_res_a=high,
         )

@@ -15,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from cryosr.core.cli.options import add_device
 from cryosr.core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     parser.add_argument("--size", type=int, default=256, help="LR movie size in pixels (default 256)")
     parser.add_argument("--frames", type=int, default=16, help="frames per movie (default 16)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    add_device(parser)
     parser.add_argument("--seed", type=int, default=0)
 
 

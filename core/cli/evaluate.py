@@ -15,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from cryosr.core.cli.options import add_device
 from cryosr.core.ctf.fit import CtfFitConfig
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import InputError
@@ -39,7 +40,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cs", type=float, default=2.7, help="mm (default 2.7; simulation.json wins)")
     parser.add_argument("--amp-contrast", type=float, default=0.07, help="(default 0.07; simulation.json wins)")
     parser.add_argument("--ctf-tile", type=int, default=256, help="CTF periodogram tile, px (default 256)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    add_device(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -25,14 +25,8 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def _load(name: str) -> ModuleType | None:
-    module_name = f"cryosr.core.cli.{SUBCOMMANDS[name]}"
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:  # not shipped in this version
-            return None
-        raise
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(f"cryosr.core.cli.{SUBCOMMANDS[name]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         module = _load(name)
-        if module is None:
-            continue
         doc = (module.__doc__ or "").strip()
         p = sub.add_parser(
             name,
@@ -54,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_args(p)
-        p.set_defaults(_main=module.main)
+        p.set_defaults(_main=module.main, _parser=p)
     return parser
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cryosr.core.cli.options import add_device
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import InputError
 from cryosr.core.simulate import MOTION_MODELS, SimulationConfig, plan_movie, simulate_movie
@@ -79,7 +80,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="box: 2x2 pixel integration (physical); fourier: Fourier crop (for comparison)")
     parser.add_argument("--b-factor", type=float, default=None, help="B-factor for all atoms in Å² (default: model's)")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(parser)
     parser.add_argument("--save-clean-frames", action="store_true", help="also write noise-free per-frame frames")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing simulation in --out")
     _add_detector_args(parser, d)

@@ -15,6 +15,7 @@ import shlex
 from pathlib import Path
 
 from cryosr.core import __version__
+from cryosr.core.cli.options import add_device
 from cryosr.core.device import resolve_device
 from cryosr.core.enhance.checkpoint import save_checkpoint
 from cryosr.core.enhance.dataset import load_sim_projects
@@ -52,7 +53,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         help="exposure-weight the frame groups so they add up to the dose-weighted sum (dose from simulation.json)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 

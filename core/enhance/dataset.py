@@ -1,7 +1,7 @@
 """Training examples for the enhancement network: frame windows and clean targets, as patches.
 
 A ``TrainingMovie`` holds one movie already aligned (with the simulator's true shifts), grouped
-into the network's frame window and mean-normalised (see ``cryosr.core.enhance.infer``), plus
+into the network's frame window and mean-normalised (see ``cryosr.core.enhance.window``), plus
 its clean targets normalised to mean 1:
 
 - 1x target: the simulator's noise-free, motion-free, dose-weighted, CTF-modulated clean sum at
@@ -14,8 +14,7 @@ probability ``p_single`` a whole batch uses a one-frame window (the mean of the 
 same network also enhances single micrographs.
 
 The Wiener anchor of a movie window uses the noise estimate the network is trained for
-(``noise``: ``corner`` or ``frames``, ``cryosr.core.enhance.infer.frames_noise_power`` of the
-aligned frames), like inference; a one-frame window always gets the corner-level anchor, like a
+(``noise``: ``corner`` or ``frames``, the even/odd noise power of ``cryosr.core.enhance.window.frame_window``), like inference; a one-frame window always gets the corner-level anchor, like a
 micrograph at inference.
 """
 
@@ -28,17 +27,17 @@ from pathlib import Path
 
 import torch
 
-from cryosr.core.enhance.infer import window_and_noise
+from cryosr.core.acquisition import DEFAULT_VOLTAGE_KV, Acquisition
 from cryosr.core.enhance.prefilter import wiener_anchor
+from cryosr.core.enhance.window import frame_window
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import bin_sum
 from cryosr.core.io import read_micrograph, read_movie
-from cryosr.core.shifts import fourier_shift
 from cryosr.core.simulate.project import read_true_shifts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingMovie", "load_sim_projects", "make_training_movie", "read_true_shifts", "sample_batch"]
+__all__ = ["TrainingMovie", "load_sim_projects", "make_training_movie", "sample_batch"]
 
 
 @dataclass
@@ -79,11 +78,9 @@ def make_training_movie(
     clean_hr: torch.Tensor,
     *,
     n_groups: int,
-    pixel_size_a: float,
+    acq: Acquisition,
     shifts_yx_px: torch.Tensor | None = None,
     keep_hr: bool = False,
-    dose_per_frame: float | None = None,
-    voltage_kv: float = 300.0,
     noise: str = "corner",
     name: str = "",
 ) -> TrainingMovie:
@@ -97,20 +94,16 @@ def make_training_movie(
         `(2h, 2w)` clean dose-weighted sum at the HR pixel (any positive scale).
     n_groups : int
         Network window length.
-    pixel_size_a : float
-        LR pixel size in Å.
+    acq : Acquisition
+        LR pixel size; with a known dose per frame the groups are dose-weighted (else plain).
     shifts_yx_px : torch.Tensor | None
         `(t, 2)` true shifts in LR pixels (frame i content = reference moved by s_i); None if the
         movie has no motion.
     keep_hr : bool
         Keep the HR target (for training the 2x head).
-    dose_per_frame : float | None
-        e/Å² per frame: build dose-weighted groups (``group_frames``); None: plain groups.
-    voltage_kv : float
-        Acceleration voltage (dose weighting).
     noise : str
         Noise estimate of the movie window's Wiener anchor: ``corner`` or ``frames`` (even/odd
-        frame sums of the aligned frames, ``frames_noise_power``, as ``enhance_movie`` does).
+        frame sums of the aligned frames, as ``enhance_movie`` does).
     name : str
         Label for logs.
 
@@ -121,12 +114,11 @@ def make_training_movie(
     t, h, w = frames.shape
     if tuple(clean_hr.shape) != (2 * h, 2 * w):
         raise InputError(name or None, f"clean truth {tuple(clean_hr.shape)} is not twice the movie size {(h, w)}")
-    aligned = frames if shifts_yx_px is None else fourier_shift(frames, -shifts_yx_px.to(frames.dtype))
-    dose_kw = {} if dose_per_frame is None else {
-        "dose_per_frame": dose_per_frame, "pixel_size_a": pixel_size_a, "voltage_kv": voltage_kv}
     if noise not in ("corner", "frames"):
         raise InputError(None, f"unknown noise estimate {noise!r}")
-    window, _, noise_power = window_and_noise(aligned, n_groups, noise=noise == "frames", **dose_kw)
+    shifts = None if shifts_yx_px is None else shifts_yx_px.to(frames.dtype)
+    fw = frame_window(frames, n_groups, acq, shifts_yx_px=shifts, noise=noise == "frames")
+    window, noise_power = fw.window, fw.noise_power
     clean_hr = clean_hr.to(torch.float32)
     target1 = bin_sum(clean_hr, 2) / 4
     mean = float(target1.mean())
@@ -141,7 +133,7 @@ def make_training_movie(
         window=window,
         target1=target1 / mean,
         target2=clean_hr / mean if keep_hr else None,
-        pixel_size_a=float(pixel_size_a),
+        pixel_size_a=float(acq.pixel_size_a),
         anchor=anchor,
         name=name,
         anchor_single=None if anchor is anchor_single else anchor_single,
@@ -258,11 +250,10 @@ def load_sim_projects(
         except json.JSONDecodeError as exc:
             raise InputError(sim_json, f"unreadable JSON ({exc.msg})") from exc
         flat = params.get("config", params) if isinstance(params, dict) else {}
-        dose_kw = {}
-        if dose_weighted:
-            if "dose_per_frame" not in flat:
-                raise InputError(sim_json, "no dose_per_frame recorded (needed for dose-weighted windows)")
-            dose_kw = {"dose_per_frame": float(flat["dose_per_frame"]), "voltage_kv": float(flat.get("voltage_kv", 300.0))}
+        if dose_weighted and "dose_per_frame" not in flat:
+            raise InputError(sim_json, "no dose_per_frame recorded (needed for dose-weighted windows)")
+        dose = float(flat["dose_per_frame"]) if dose_weighted else None
+        voltage = float(flat.get("voltage_kv", DEFAULT_VOLTAGE_KV))
         paths = sorted((d / "Movies").glob("*.mrcs"))
         if not paths:
             raise InputError(d, "no Movies/*.mrcs")
@@ -279,10 +270,11 @@ def load_sim_projects(
             px = movie.pixel_size_a
             if not px:
                 raise InputError(path, "no pixel size in the header")
+            acq = Acquisition(pixel_size_a=px, dose_per_frame_e_a2=dose, voltage_kv=voltage)
             movies.append(
                 make_training_movie(
-                    movie.frames, read_micrograph(clean).data, n_groups=n_groups, pixel_size_a=px,
-                    shifts_yx_px=shifts, keep_hr=keep_hr, noise=noise, name=str(path), **dose_kw,
+                    movie.frames, read_micrograph(clean).data, n_groups=n_groups, acq=acq,
+                    shifts_yx_px=shifts, keep_hr=keep_hr, noise=noise, name=str(path),
                 )
             )
         keys = ("size", "pixel_size_a", "dose_per_frame", "frames", "particles", "defocus_min_a", "defocus_max_a",

@@ -14,7 +14,7 @@ the three parts the abstract names:
 The network learns a residual on top of an *anchor* (bicubic-upsampled for 2x): the mean of the
 input frames, or (``anchor="wiener"``) the spectral Wiener estimate of that mean
 (``cryosr.core.enhance.prefilter.wiener_anchor``), which then also enters the features.
-Inputs are normalised frames (mean about 1, see ``cryosr.core.enhance.infer.group_frames``).
+Inputs are normalised frames (mean about 1, see ``cryosr.core.enhance.window.frame_window``).
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ class EnhanceNetConfig:
         the original single-scale network). Level ``l`` has ``channels * min(2**l, 4)`` channels.
     dose_weighted : bool
         The window's frame groups are exposure-weighted so they add up to the dose-weighted sum
-        (``cryosr.core.enhance.infer.group_frames``); an input convention stored with the weights
+        (``cryosr.core.enhance.window.frame_window``); an input convention stored with the weights
         so inference prepares movies the way training did.
     noise : str
         Noise estimate of the Wiener anchor for movie windows the weights were trained with:
         ``corner`` (white level from the outer corner of the spectrum) or ``frames`` (per ring
-        from even/odd frame sums, ``cryosr.core.enhance.infer.frames_noise_power``); one-frame
+        from even/odd frame sums, ``cryosr.core.enhance.window.frame_window``); one-frame
         windows (micrographs) always use ``corner``. An input convention like ``dose_weighted``:
         inference uses it by default. Checkpoints without it are ``corner``.
     """

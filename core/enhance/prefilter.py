@@ -20,52 +20,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["halves_noise_power", "ring_index", "ring_mean", "smooth_rings", "spectrum_noise_power", "wiener_anchor"]
+from cryosr.core.spectral import rfft_radius, ring_index, ring_mean, smooth_curve
+
+__all__ = ["anchor_rings", "halves_noise_power", "spectrum_noise_power", "wiener_anchor"]
 
 
-def ring_index(shape: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
-    """Ring number of every ``rfft2`` coefficient: ``round(|k| * max(h, w))`` with ``k`` in cycles/pixel.
-
-    Parameters
-    ----------
-    shape : tuple[int, int]
-        `(h, w)` image shape.
-    device : torch.device | None
-        Where to build the grid.
-
-    Returns
-    -------
-    rings : torch.Tensor
-        `(h, w // 2 + 1)` int64.
-    """
-    h, w = shape
-    ky = torch.fft.fftfreq(h, device=device, dtype=torch.float64)[:, None]
-    kx = torch.fft.rfftfreq(w, device=device, dtype=torch.float64)[None, :]
-    return (torch.sqrt(ky**2 + kx**2) * max(h, w)).round().long()
-
-
-def ring_mean(values: torch.Tensor, rings: torch.Tensor) -> torch.Tensor:
-    """Mean of `(..., h, w // 2 + 1)` rfft-layout values over each ring of ``rings``: `(..., n_rings)` float64."""
-    n_rings = int(rings.max()) + 1
-    flat = rings.flatten()
-    lead = values.shape[:-2]
-    v = values.reshape(-1, flat.numel()).to(torch.float64)
-    count = torch.zeros(n_rings, dtype=torch.float64, device=values.device).index_add_(
-        0, flat, torch.ones_like(flat, dtype=torch.float64)
-    )
-    total = torch.zeros(v.shape[0], n_rings, dtype=torch.float64, device=values.device).index_add_(1, flat, v)
-    return (total / count.clamp_min(1)).reshape(*lead, n_rings)
-
-
-def smooth_rings(curve: torch.Tensor, half_width: int = 4) -> torch.Tensor:
-    """Moving average of a ring curve `(..., n)` over ``2 half_width + 1`` rings (shrinking at the ends)."""
-    if half_width <= 0:
-        return curve
-    n = curve.shape[-1]
-    c = torch.nn.functional.pad(curve.cumsum(-1), (1, 0))
-    i = torch.arange(n, device=curve.device)
-    lo, hi = (i - half_width).clamp_min(0), (i + half_width + 1).clamp_max(n)
-    return (c[..., hi] - c[..., lo]) / (hi - lo).to(curve.dtype)
+def anchor_rings(shape: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
+    """The anchor's rings: ``round(|k| * max(h, w))`` of every rfft2 coefficient, `(h, w // 2 + 1)` int64."""
+    return ring_index(rfft_radius(shape, device=device), max(shape))
 
 
 def halves_noise_power(
@@ -91,7 +53,7 @@ def halves_noise_power(
     Returns
     -------
     noise : torch.Tensor
-        `(n_rings,)` float64 noise power per ring (``ring_index`` of the image shape), in the
+        `(n_rings,)` float64 noise power per ring (``anchor_rings`` of the image shape), in the
         units of ``|rfft2|²`` that ``wiener_anchor`` uses.
     """
     diff = torch.fft.rfft2(even_sum.to(torch.float64) - odd_sum.to(torch.float64))
@@ -108,7 +70,7 @@ def spectrum_noise_power(
     h = diff.shape[-2]
     w = width if width is not None else 2 * (diff.shape[-1] - 1)
     power = (diff.real**2 + diff.imag**2) * scale
-    return smooth_rings(ring_mean(power, ring_index((h, w), diff.device)), half_width)
+    return smooth_curve(ring_mean(power, anchor_rings((h, w), diff.device)), half_width)
 
 
 def wiener_anchor(
@@ -136,7 +98,7 @@ def wiener_anchor(
     x = image.reshape(-1, h, w).to(torch.float64)
     spec = torch.fft.rfft2(x)
     power = spec.real**2 + spec.imag**2
-    rings = ring_index((h, w), image.device)
+    rings = anchor_rings((h, w), image.device)
     ring_power = ring_mean(power, rings)
     if noise_power is None:
         corner = rings >= noise_from * max(h, w)

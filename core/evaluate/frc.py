@@ -8,29 +8,16 @@ from __future__ import annotations
 
 import torch
 
+from cryosr.core.spectral import rfft_frequencies, rfft_multiplicity, ring_index, ring_sum
+
 __all__ = [
     "band_mask",
     "band_ring_frc",
     "fourier_correlation_curve",
     "frc_band",
     "frc_curve",
-    "frequency_grid",
     "ssnr_from_frc",
 ]
-
-
-def frequency_grid(shape: tuple[int, int], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """rfft-layout frequency components (cycles/pixel).
-
-    Returns
-    -------
-    ky, kx : torch.Tensor
-        `(h, w // 2 + 1)` each.
-    """
-    h, w = shape
-    ky = torch.fft.fftfreq(h, device=device)[:, None].expand(h, w // 2 + 1)
-    kx = torch.fft.rfftfreq(w, device=device)[None, :].expand(h, w // 2 + 1)
-    return ky, kx
 
 
 def _spectra(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,16 +27,6 @@ def _spectra(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     fa = torch.fft.rfft2(a.to(real) - a.to(real).mean(dim=(-2, -1), keepdim=True))
     fb = torch.fft.rfft2(b.to(real) - b.to(real).mean(dim=(-2, -1), keepdim=True))
     return fa, fb
-
-
-def _half_plane_weight(shape: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """Weights that count each Hermitian pair once in the rfft half-plane (kx=0 and Nyquist columns)."""
-    h, w = shape
-    wgt = torch.full((h, w // 2 + 1), 2.0, dtype=torch.float64, device=device)
-    wgt[:, 0] = 1.0
-    if w % 2 == 0:
-        wgt[:, -1] = 1.0
-    return wgt
 
 
 def fourier_correlation_curve(a: torch.Tensor, b: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +135,7 @@ def band_mask(
     mask : torch.Tensor
         `(h, w // 2 + 1)` bool.
     """
-    ky, kx = frequency_grid(shape, device=device)
+    ky, kx = rfft_frequencies(shape, device=device, dtype=torch.float32)
     r = torch.sqrt(ky**2 + kx**2) / nyquist
     mask = (r >= lo) & (r < hi)
     if outside_square:
@@ -217,7 +194,7 @@ def _band_terms(
     h, w = a.shape[-2:]
     fa, fb = _spectra(a, b)
     mask = band_mask((h, w), lo, hi, nyquist=nyquist, outside_square=outside_square, device=fa.device)
-    wgt = _half_plane_weight((h, w), fa.device) * mask
+    wgt = rfft_multiplicity(w, device=fa.device)[None, :] * mask
     return (fa * fb.conj()).real * wgt, fa.abs() ** 2 * wgt, fb.abs() ** 2 * wgt, wgt
 
 
@@ -254,13 +231,12 @@ def band_ring_frc(
     """
     h, w = a.shape[-2:]
     cross, pa, pb, wgt = _band_terms(a, b, lo, hi, nyquist, outside_square)
-    ky, kx = frequency_grid((h, w), device=wgt.device)
-    ring = (torch.sqrt(ky**2 + kx**2) * min(h, w)).round().long().flatten()
+    ky, kx = rfft_frequencies((h, w), device=wgt.device, dtype=torch.float32)
+    ring = ring_index(torch.sqrt(ky**2 + kx**2), min(h, w))
     n = int(ring.max()) + 1
 
     def per(values: torch.Tensor) -> torch.Tensor:
-        flat = values.reshape(*values.shape[:-2], -1)
-        return torch.zeros(*flat.shape[:-1], n, dtype=flat.dtype, device=flat.device).index_add_(-1, ring, flat)
+        return ring_sum(values, ring, n)
 
     count = per(wgt)
     used = count > 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from cryosr.core.ctf.fit import CtfFitConfig, fit_ctf
+from cryosr.core.ctf.fit import CtfFit, CtfFitConfig, fit_ctf
 from cryosr.core.errors import InputError
 from cryosr.core.evaluate.frc import frc_band, frc_curve
 from cryosr.core.evaluate.metrics import affine_fit, psnr, register_to, ssim
@@ -186,6 +186,235 @@ def _nanmean(values: list[float]) -> float:
     return sum(v) / len(v) if v else float("nan")
 
 
+@dataclass
+class _Scores:
+    """Everything ``evaluate_project`` computes before it writes anything."""
+
+    rows: list[dict] = field(default_factory=list)
+    curves: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    spectra: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    figures_ctf: list = field(default_factory=list)
+    panel_figs: list = field(default_factory=list)
+    freq_axis: torch.Tensor | None = None
+    hr_px: float | None = None
+    truth_ctf: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass
+class _Inputs:
+    """The validated inputs: method names, micrographs, truth files and the CTF settings."""
+
+    pred_dirs: list[Path]
+    names: list[str]
+    stems: list[str]
+    truth: dict[str, Path | None]
+    truth_dir: Path | None
+    ctf: CtfFitConfig | None
+    true_defocus: dict[str, tuple[float, float]]
+
+
+def _inputs(pred_dirs: list[Path], truth_dir: Path | None, config: EvaluateConfig) -> _Inputs:
+    """Check the folders and that every prediction exists, before computing anything."""
+    if not pred_dirs:
+        raise InputError(None, "give at least one prediction folder")
+    for d in pred_dirs:
+        if not d.is_dir():
+            raise InputError(d, "prediction folder does not exist")
+    ctf_cfg = config.ctf
+    if ctf_cfg is not None and truth_dir is not None:
+        optics = _read_sim_optics(truth_dir)
+        if optics:
+            ctf_cfg = CtfFitConfig(**{**ctf_cfg.__dict__, **optics})
+    if truth_dir is not None:
+        truth = find_truth(truth_dir)
+    else:
+        stems = sorted({p.stem for d in pred_dirs for p in d.glob("*.mrc") if not p.stem.endswith("_lr_sum")})
+        if not stems:
+            raise InputError(pred_dirs[0], "no *.mrc micrographs in the prediction folders")
+        truth = dict.fromkeys(stems)
+    stems = list(truth)[: config.max_movies] if config.max_movies else list(truth)
+    missing = [str(d / f"{s}.mrc") for d in pred_dirs for s in stems if not (d / f"{s}.mrc").exists()]
+    if truth_dir is not None and missing:
+        raise InputError(missing[0], f"missing prediction ({len(missing)} missing in all)")
+    true_df = _true_defocus(truth_dir) if truth_dir is not None else {}
+    return _Inputs(pred_dirs, _method_names(pred_dirs), stems, truth, truth_dir, ctf_cfg, true_df)
+
+
+def _defocus_error(fit: CtfFit, reference: tuple[float, float] | None) -> dict:
+    if reference is None:
+        return {}
+    return {"ctf_defocus_error_a": (abs(fit.defocus_u_a - reference[0]) + abs(fit.defocus_v_a - reference[1])) / 2}
+
+
+def _score_truth(stem: str, inp: _Inputs, sc: _Scores, device, first: bool) -> torch.Tensor | None:
+    """Read the truth micrograph (and CTF-fit it: the pipeline's own ceiling); None for real data."""
+    if inp.truth[stem] is None:
+        return None
+    t_mic = read_micrograph(inp.truth[stem])
+    t_img = t_mic.data.to(device, torch.float64)
+    sc.hr_px = t_mic.pixel_size_a or sc.hr_px
+    if inp.ctf is not None and sc.hr_px:
+        tf = fit_ctf(t_img.float(), sc.hr_px, inp.ctf)
+        sc.truth_ctf[stem] = inp.true_defocus.get(stem, (tf.defocus_u_a, tf.defocus_v_a))
+        sc.rows.append({"method": "truth", "micrograph": stem, "ctf_fit_resolution_a": tf.fit_resolution_a,
+                        "ctf_defocus_u_a": tf.defocus_u_a, "ctf_defocus_v_a": tf.defocus_v_a,
+                        **_defocus_error(tf, inp.true_defocus.get(stem))})  # fmt: skip
+    if first:
+        sc.spectra["truth"] = radial_power(t_img)
+    return t_img
+
+
+def _on_truth_grid(img: torch.Tensor, t_img: torch.Tensor, path: Path, row: dict) -> torch.Tensor:
+    """A prediction at a coarser pixel, Fourier-padded onto the truth's grid (an integer factor)."""
+    if img.shape == t_img.shape:
+        return img
+    factor = t_img.shape[-1] / img.shape[-1]
+    if abs(factor - round(factor)) > 1e-6 or round(factor) < 2 or t_img.shape[-2] != round(img.shape[-2] * factor):
+        raise InputError(path, f"size {tuple(img.shape)} does not match truth {tuple(t_img.shape)}")
+    row["upsampled_for_comparison"] = float(factor)
+    return fourier_pad(img, factor)
+
+
+def _compare(name: str, img: torch.Tensor, t_img: torch.Tensor, path: Path, row: dict, sc: _Scores,
+             config: EvaluateConfig, first: bool) -> None:  # fmt: skip
+    """FRC bands, PSNR and SSIM of one prediction against the truth (into ``row``)."""
+    lr_nyq = 0.5 / config.scale
+    cmp_img = _on_truth_grid(img, t_img, path, row)
+    if config.register:
+        cmp_img, shift = register_to(t_img, cmp_img)
+        row["shift_px"] = float(shift.norm())
+    freq, frc = frc_curve(cmp_img, t_img)
+    sc.freq_axis = freq
+    sc.curves.setdefault(name, []).append(frc)
+    row["frc_below_lr_nyquist"] = float(frc_band(cmp_img, t_img, 0.0, 1.0, nyquist=lr_nyq))
+    beyond = frc_band(cmp_img, t_img, 1.0, 2.0, nyquist=lr_nyq, outside_square=True) if config.scale > 1 else math.nan
+    row["frc_beyond_lr_nyquist"] = float(beyond)
+    fitted = affine_fit(cmp_img, t_img)
+    row["psnr_db"] = psnr(fitted, t_img)
+    row["ssim"] = ssim(fitted, t_img)
+    if first:
+        sc.spectra[name] = radial_power(cmp_img)
+
+
+def _score_prediction(name: str, path: Path, stem: str, t_img, inp: _Inputs, sc: _Scores, config: EvaluateConfig,
+                      device, si: int) -> torch.Tensor:  # fmt: skip
+    """Score one predicted micrograph (truth comparison, CTF fit); returns its image for the panels."""
+    mic = read_micrograph(path)
+    img = mic.data.to(device, torch.float64)
+    px = mic.pixel_size_a or (sc.hr_px * img.shape[-1] / t_img.shape[-1] if sc.hr_px and t_img is not None else None)
+    row: dict = {"method": name, "micrograph": stem}
+    if t_img is not None:
+        _compare(name, img, t_img, path, row, sc, config, si == 0)
+    elif si == 0:
+        sc.spectra[name] = radial_power(img)
+    if inp.ctf is not None and px:
+        fit = fit_ctf(img.float(), px, inp.ctf)
+        row.update(ctf_fit_resolution_a=fit.fit_resolution_a, ctf_defocus_u_a=fit.defocus_u_a,
+                   ctf_defocus_v_a=fit.defocus_v_a, ctf_figure_of_merit=fit.score)  # fmt: skip
+        row.update(_defocus_error(fit, sc.truth_ctf.get(stem)))
+        if si < config.n_panels:
+            sc.figures_ctf.append((f"ctf_{name.replace('/', '_')}_{stem}.png", ctf_diagnostic_figure(fit, f"{name}: {stem}")))
+    sc.rows.append(row)
+    logger.info("%s %s: %s", name, stem, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+    return img
+
+
+def _score_stem(si: int, stem: str, inp: _Inputs, sc: _Scores, config: EvaluateConfig, device) -> None:
+    t_img = _score_truth(stem, inp, sc, device, si == 0)
+    panels: dict[str, torch.Tensor] = {}
+    if inp.truth_dir is not None and si < config.n_panels:
+        lr = _lr_sum(inp.truth_dir, stem, inp.pred_dirs)
+        if lr is not None:
+            panels["LR sum"] = lr
+    for name, d in zip(inp.names, inp.pred_dirs, strict=True):
+        path = d / f"{stem}.mrc"
+        if not path.exists():
+            logger.warning("%s: missing, skipped", path)
+            continue
+        img = _score_prediction(name, path, stem, t_img, inp, sc, config, device, si)
+        if si < config.n_panels:
+            panels[name] = img
+    if si < config.n_panels:
+        if t_img is not None:
+            panels["truth"] = t_img
+        if panels:
+            sc.panel_figs.append((f"panels_{stem}.png", panels_figure(panels, title=stem, size_px=config.panel_px)))
+
+
+def _summarise(sc: _Scores, names: list[str]) -> list[dict]:
+    summary = []
+    for name in (["truth"] if sc.truth_ctf else []) + names:
+        mine = [r for r in sc.rows if r["method"] == name]
+        s = {"method": name, "n": len(mine)}
+        for col in SUMMARY_COLUMNS[2:]:
+            s[col] = _nanmean([r.get(col, float("nan")) for r in mine])
+        summary.append(s)
+    return summary
+
+
+def _figures(sc: _Scores, out_dir: Path, config: EvaluateConfig, result: dict) -> list:
+    """FRC and power-spectrum figures (files and page bytes); the mean FRC curves go into ``result``."""
+    lr_nyq = 0.5 / config.scale if config.scale > 1 else None
+    report_figs = []
+    if sc.curves and sc.freq_axis is not None and sc.hr_px:
+        mean_curves = {n: (sc.freq_axis, torch.stack(c).mean(0)) for n, c in sc.curves.items()}
+        fig = frc_figure(mean_curves, pixel_size_a=sc.hr_px, lr_nyquist=lr_nyq)
+        report_figs.append(("FRC against truth (mean over micrographs)", save_figure(fig, out_dir / "frc.png")))
+        result["frc"] = {"freq_per_a": (sc.freq_axis / sc.hr_px).tolist(),
+                         **{n: c.tolist() for n, (_, c) in mean_curves.items()}}  # fmt: skip
+    if sc.spectra:
+        fig = spectrum_figure(sc.spectra, pixel_size_a=sc.hr_px or 1.0, lr_nyquist=lr_nyq)
+        report_figs.append(("Power spectra (first micrograph)", save_figure(fig, out_dir / "power_spectra.png")))
+    return report_figs
+
+
+def _write_tables(out_dir: Path, result: dict, summary: list[dict], rows: list[dict]) -> None:
+    with atomic_path(out_dir / "metrics.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(result, indent=2, default=float))
+    with atomic_path(out_dir / "metrics.csv", overwrite=True) as tmp:
+        cols = list(dict.fromkeys(["method", "micrograph", *SUMMARY_COLUMNS[2:], *(k for r in rows for k in r)]))
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for s in summary:
+                w.writerow({**s, "micrograph": "ALL"})
+            for r in rows:
+                w.writerow(r)
+
+
+def _write_report(sc: _Scores, summary: list[dict], inp: _Inputs, out_dir: Path, config: EvaluateConfig) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        "summary": summary,
+        "per_micrograph": sc.rows,
+        "scale": config.scale,
+        "truth": None if inp.truth_dir is None else str(inp.truth_dir),
+        "predictions": [str(d) for d in inp.pred_dirs],
+    }
+    report_figs = _figures(sc, out_dir, config, result)
+    # each figure is rendered once: the PNG file and the page embed the same bytes
+    panel_figs = [(fname, save_figure(fig, out_dir / fname)) for fname, fig in sc.panel_figs]
+    figures_ctf = [(fname, save_figure(fig, out_dir / fname)) for fname, fig in sc.figures_ctf]
+    _write_tables(out_dir, result, summary, sc.rows)
+    sections = [
+        (
+            "Summary (means over micrographs)",
+            html_table(summary, SUMMARY_COLUMNS)
+            + "<p>FRC bands are pooled correlations with the noise-free truth: below the LR Nyquist, and beyond it "
+            "outside the LR Fourier square. PSNR/SSIM after an affine intensity fit. CTF fit resolution: CC_fit "
+            "0.75 criterion (CTFFIND4).</p>",
+            [f for _, f in report_figs],
+        ),
+        ("Before / after", "", [f for _, f in panel_figs]),
+        ("CTF fits", "", [f for _, f in figures_ctf]),
+        ("Per micrograph", html_table(sc.rows), []),
+    ]
+    report = html_report(out_dir / "report.html", title="cryosr evaluation report", sections=sections)
+    result["report"] = str(report)
+    logger.info("report: %s", report)
+    return result
+
+
 def evaluate_project(
     pred_dirs: list[Path],
     out_dir: Path,
@@ -194,7 +423,7 @@ def evaluate_project(
     config: EvaluateConfig | None = None,
     device: torch.device | str = "cpu",
 ) -> dict:
-    """Score every prediction folder and write the report.
+    """Score every prediction folder and write the report: inputs -> score each micrograph -> summarise -> write.
 
     Parameters
     ----------
@@ -216,188 +445,8 @@ def evaluate_project(
         ``{"summary": [...], "per_micrograph": [...], "report": path}`` (also in ``metrics.json``).
     """
     config = config or EvaluateConfig()
-    if not pred_dirs:
-        raise InputError(None, "give at least one prediction folder")
-    for d in pred_dirs:
-        if not d.is_dir():
-            raise InputError(d, "prediction folder does not exist")
-    names = _method_names(pred_dirs)
-    ctf_cfg = config.ctf
-    if ctf_cfg is not None and truth_dir is not None:
-        optics = _read_sim_optics(truth_dir)
-        if optics:
-            ctf_cfg = CtfFitConfig(**{**ctf_cfg.__dict__, **optics})
-    if truth_dir is not None:
-        truth = find_truth(truth_dir)
-    else:
-        stems = sorted({p.stem for d in pred_dirs for p in d.glob("*.mrc") if not p.stem.endswith("_lr_sum")})
-        if not stems:
-            raise InputError(pred_dirs[0], "no *.mrc micrographs in the prediction folders")
-        truth = dict.fromkeys(stems)
-    stems = list(truth)[: config.max_movies] if config.max_movies else list(truth)
-    # validate that every prediction exists before computing anything
-    missing = [str(d / f"{s}.mrc") for d in pred_dirs for s in stems if not (d / f"{s}.mrc").exists()]
-    if truth_dir is not None and missing:
-        raise InputError(missing[0], f"missing prediction ({len(missing)} missing in all)")
-
-    lr_nyq = 0.5 / config.scale
-    rows: list[dict] = []
-    curves: dict[str, list[torch.Tensor]] = {}
-    spectra: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    figures_ctf = []
-    panel_figs = []
-    freq_axis = None
-    hr_px = None
-    true_df = _true_defocus(truth_dir) if truth_dir is not None else {}
-    truth_ctf: dict[str, tuple[float, float]] = {}
-    for si, stem in enumerate(stems):
-        t_img = None
-        if truth[stem] is not None:
-            t_mic = read_micrograph(truth[stem])
-            t_img = t_mic.data.to(device, torch.float64)
-            hr_px = t_mic.pixel_size_a or hr_px
-            if ctf_cfg is not None and hr_px:
-                tf = fit_ctf(t_img.float(), hr_px, ctf_cfg)
-                truth_ctf[stem] = true_df.get(stem, (tf.defocus_u_a, tf.defocus_v_a))
-                trow = {
-                    "method": "truth",
-                    "micrograph": stem,
-                    "ctf_fit_resolution_a": tf.fit_resolution_a,
-                    "ctf_defocus_u_a": tf.defocus_u_a,
-                    "ctf_defocus_v_a": tf.defocus_v_a,
-                }
-                if stem in true_df:
-                    tu, tv = true_df[stem]
-                    trow["ctf_defocus_error_a"] = (abs(tf.defocus_u_a - tu) + abs(tf.defocus_v_a - tv)) / 2
-                rows.append(trow)
-            if si == 0:
-                spectra["truth"] = radial_power(t_img)
-        panels: dict[str, torch.Tensor] = {}
-        if truth_dir is not None and si < config.n_panels:
-            lr = _lr_sum(truth_dir, stem, pred_dirs)
-            if lr is not None:
-                panels["LR sum"] = lr
-        for name, d in zip(names, pred_dirs, strict=True):
-            path = d / f"{stem}.mrc"
-            if not path.exists():
-                logger.warning("%s: missing, skipped", path)
-                continue
-            mic = read_micrograph(path)
-            img = mic.data.to(device, torch.float64)
-            px = mic.pixel_size_a or (hr_px * img.shape[-1] / t_img.shape[-1] if hr_px and t_img is not None else None)
-            row: dict = {"method": name, "micrograph": stem}
-            if t_img is not None:
-                cmp_img = img
-                if cmp_img.shape != t_img.shape:
-                    factor = t_img.shape[-1] / cmp_img.shape[-1]
-                    if (
-                        abs(factor - round(factor)) > 1e-6
-                        or round(factor) < 2
-                        or t_img.shape[-2] != round(cmp_img.shape[-2] * factor)
-                    ):
-                        raise InputError(path, f"size {tuple(cmp_img.shape)} does not match truth {tuple(t_img.shape)}")
-                    cmp_img = fourier_pad(cmp_img, factor)
-                    row["upsampled_for_comparison"] = float(factor)
-                if config.register:
-                    cmp_img, shift = register_to(t_img, cmp_img)
-                    row["shift_px"] = float(shift.norm())
-                freq, frc = frc_curve(cmp_img, t_img)
-                freq_axis = freq
-                curves.setdefault(name, []).append(frc)
-                row["frc_below_lr_nyquist"] = float(frc_band(cmp_img, t_img, 0.0, 1.0, nyquist=lr_nyq))
-                row["frc_beyond_lr_nyquist"] = (
-                    float(frc_band(cmp_img, t_img, 1.0, 2.0, nyquist=lr_nyq, outside_square=True))
-                    if config.scale > 1
-                    else float("nan")
-                )
-                fitted = affine_fit(cmp_img, t_img)
-                row["psnr_db"] = psnr(fitted, t_img)
-                row["ssim"] = ssim(fitted, t_img)
-                if si == 0:
-                    spectra[name] = radial_power(cmp_img)
-            elif si == 0:
-                spectra[name] = radial_power(img)
-            if ctf_cfg is not None and px:
-                fit = fit_ctf(img.float(), px, ctf_cfg)
-                row["ctf_fit_resolution_a"] = fit.fit_resolution_a
-                row["ctf_defocus_u_a"] = fit.defocus_u_a
-                row["ctf_defocus_v_a"] = fit.defocus_v_a
-                row["ctf_figure_of_merit"] = fit.score
-                if stem in truth_ctf:
-                    tu, tv = truth_ctf[stem]
-                    row["ctf_defocus_error_a"] = (abs(fit.defocus_u_a - tu) + abs(fit.defocus_v_a - tv)) / 2
-                if si < config.n_panels:
-                    figures_ctf.append(
-                        (f"ctf_{name.replace('/', '_')}_{stem}.png", ctf_diagnostic_figure(fit, f"{name}: {stem}"))
-                    )
-            if si < config.n_panels:
-                panels[name] = img
-            rows.append(row)
-            logger.info("%s %s: %s", name, stem, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
-        if si < config.n_panels:
-            if t_img is not None:
-                panels["truth"] = t_img
-            if panels:
-                panel_figs.append((f"panels_{stem}.png", panels_figure(panels, title=stem, size_px=config.panel_px)))
-
-    summary = []
-    for name in (["truth"] if truth_ctf else []) + names:
-        mine = [r for r in rows if r["method"] == name]
-        s = {"method": name, "n": len(mine)}
-        for col in SUMMARY_COLUMNS[2:]:
-            s[col] = _nanmean([r.get(col, float("nan")) for r in mine])
-        summary.append(s)
-
-    # ---- outputs (after every number is computed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = {
-        "summary": summary,
-        "per_micrograph": rows,
-        "scale": config.scale,
-        "truth": None if truth_dir is None else str(truth_dir),
-        "predictions": [str(d) for d in pred_dirs],
-    }
-    report_figs = []
-    if curves and freq_axis is not None and hr_px:
-        mean_curves = {n: (freq_axis, torch.stack(c).mean(0)) for n, c in curves.items()}
-        fig = frc_figure(mean_curves, pixel_size_a=hr_px, lr_nyquist=lr_nyq if config.scale > 1 else None)
-        report_figs.append(("FRC against truth (mean over micrographs)", save_figure(fig, out_dir / "frc.png")))
-        result["frc"] = {
-            "freq_per_a": (freq_axis / hr_px).tolist(),
-            **{n: c.tolist() for n, (_, c) in mean_curves.items()},
-        }
-    if spectra:
-        px_spec = hr_px or 1.0
-        fig = spectrum_figure(spectra, pixel_size_a=px_spec, lr_nyquist=lr_nyq if config.scale > 1 else None)
-        report_figs.append(("Power spectra (first micrograph)", save_figure(fig, out_dir / "power_spectra.png")))
-    # each figure is rendered once: the PNG file and the page embed the same bytes
-    panel_figs = [(fname, save_figure(fig, out_dir / fname)) for fname, fig in panel_figs]
-    figures_ctf = [(fname, save_figure(fig, out_dir / fname)) for fname, fig in figures_ctf]
-    with atomic_path(out_dir / "metrics.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, default=float))
-    with atomic_path(out_dir / "metrics.csv", overwrite=True) as tmp:
-        cols = list(dict.fromkeys(["method", "micrograph", *SUMMARY_COLUMNS[2:], *(k for r in rows for k in r)]))
-        with tmp.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-            w.writeheader()
-            for s in summary:
-                w.writerow({**s, "micrograph": "ALL"})
-            for r in rows:
-                w.writerow(r)
-    sections = [
-        (
-            "Summary (means over micrographs)",
-            html_table(summary, SUMMARY_COLUMNS)
-            + "<p>FRC bands are pooled correlations with the noise-free truth: below the LR Nyquist, and beyond it "
-            "outside the LR Fourier square. PSNR/SSIM after an affine intensity fit. CTF fit resolution: CC_fit "
-            "0.75 criterion (CTFFIND4).</p>",
-            [f for _, f in report_figs],
-        ),
-        ("Before / after", "", [f for _, f in panel_figs]),
-        ("CTF fits", "", [f for _, f in figures_ctf]),
-        ("Per micrograph", html_table(rows), []),
-    ]
-    report = html_report(out_dir / "report.html", title="cryosr evaluation report", sections=sections)
-    result["report"] = str(report)
-    logger.info("report: %s", report)
-    return result
+    inp = _inputs(pred_dirs, truth_dir, config)
+    sc = _Scores()
+    for si, stem in enumerate(inp.stems):
+        _score_stem(si, stem, inp, sc, config, device)
+    return _write_report(sc, _summarise(sc, inp.names), inp, out_dir, config)

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from cryosr.core.ctf.fit import CtfFit
 from cryosr.core.io.atomic import atomic_path
+from cryosr.core.spectral import rfft_radius, ring_index, ring_mean
 
 __all__ = [
     "ctf_diagnostic_figure",
@@ -172,15 +173,10 @@ def radial_power(image: torch.Tensor, n_shells: int | None = None) -> tuple[torc
     n = n_shells or min(h, w) // 2
     x = image.to(torch.float64)
     f = torch.fft.rfft2(x - x.mean())
-    ky = torch.fft.fftfreq(h, device=x.device)[:, None]
-    kx = torch.fft.rfftfreq(w, device=x.device)[None, :]
-    idx = torch.clamp((torch.sqrt(ky**2 + kx**2) / 0.5 * n).long(), max=n).flatten()
-    p = torch.zeros(n + 1, dtype=torch.float64, device=x.device).scatter_add_(0, idx, (f.abs() ** 2).flatten())
-    c = torch.zeros(n + 1, dtype=torch.float64, device=x.device).scatter_add_(
-        0, idx, torch.ones_like(idx, dtype=torch.float64)
-    )
+    rings = ring_index(rfft_radius((h, w), device=x.device, dtype=torch.float32), n / 0.5, floor=True, n_rings=n + 1)
+    power = ring_mean(f.abs() ** 2, rings, n + 1)
     freq = (torch.arange(n, dtype=torch.float64, device=x.device) + 0.5) * 0.5 / n
-    return freq, p[:n] / c[:n].clamp_min(1) / (h * w)
+    return freq, power[:n] / (h * w)
 
 
 def spectrum_figure(

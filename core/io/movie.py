@@ -2,8 +2,8 @@
 
 Orientation: TIFF images are flipped along Y (the slow axis) when read, as RELION does ("for
 compatibility with UCSF MotionCor2 and IMOD", RELION's Conventions page; checked against
-``relion_image_handler`` in the tests), so a TIFF movie gives the same array as RELION sees. EER movies (``cryosr.core.io.eer``) are
-rendered into fractions and never flipped, as in RELION.
+``relion_image_handler`` in the tests), so a TIFF movie gives the same array as RELION sees. EER
+movies (``cryosr.core.io.eer``) are rendered into fractions and never flipped, as in RELION.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ __all__ = [
     "EER_SUFFIX",
     "MOVIE_SUFFIXES",
     "Movie",
+    "MovieHeader",
     "correct_defects",
-    "header_pixel_size_a",
-    "movie_shape",
     "read_defects",
     "read_eer_gain",
     "read_gain",
     "read_movie",
+    "read_movie_header",
     "write_defects",
     "write_tiff_movie",
 ]
@@ -57,16 +57,98 @@ class Movie:
         ``eer_upsampling`` 2 half the physical pixel.
     path : Path
         Source file.
+    integer_counts : bool
+        Whether the raw values are integer counts (EER: always).
     """
 
     frames: torch.Tensor
     pixel_size_a: float | None
     path: Path
+    integer_counts: bool = True
 
     @property
     def n_frames(self) -> int:
         """Number of frames."""
         return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class MovieHeader:
+    """What a movie file's header says, read without its pixel data.
+
+    Attributes
+    ----------
+    shape : tuple[int, int, int]
+        `(frames, y, x)`.
+    pixel_size_a : float | None
+        Pixel size in the header (None when absent, e.g. TIFF), on the grid of ``shape``.
+    path : Path
+        The file.
+    grid_upsampling : int
+        How much finer ``shape``'s grid is than the pixel a user gives for this file: 2 for an EER
+        movie rendered at ``eer_upsampling`` 2 (its pixel size is the physical one, as in RELION), else 1.
+    """
+
+    shape: tuple[int, int, int]
+    pixel_size_a: float | None
+    path: Path
+    grid_upsampling: int = 1
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames."""
+        return self.shape[0]
+
+
+def read_movie_header(path: str | Path, *, eer_grouping: int = 0, eer_upsampling: int = 1) -> MovieHeader:
+    """Shape and pixel size of a movie as ``read_movie`` returns it, from its header only.
+
+    MRC/MRCS/ST, TIFF or EER; for EER the number of rendered fractions and the rendered grid
+    (``eer_fractions`` warns about dropped frames and refuses a grouping larger than the frame count).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MOVIE_SUFFIXES:
+        raise InputError(path, f"unknown movie extension {path.suffix!r} (expected one of {', '.join(MOVIE_SUFFIXES)})")
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    if suffix == EER_SUFFIX:
+        return _eer_header(path, eer_grouping, eer_upsampling)
+    if suffix not in (".tif", ".tiff"):
+        header = read_mrc_header(path)
+        return MovieHeader(tuple(header["shape"]), header["pixel_size_a"], path)
+    return MovieHeader(_tiff_shape(path), None, path)
+
+
+def _eer_header(path: Path, grouping: int, upsampling: int) -> MovieHeader:
+    check_eer_upsampling(path, upsampling)
+    eer = read_eer_header(path)
+    n = eer_fractions(path, eer.n_frames, grouping)
+    px = None if eer.pixel_size_a is None else eer.pixel_size_a / upsampling
+    return MovieHeader((n, eer.shape[0] * upsampling, eer.shape[1] * upsampling), px, path, grid_upsampling=upsampling)
+
+
+def _tiff_shape(path: Path) -> tuple[int, int, int]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tuple(int(n) for n in tif.series[0].shape)
+    except Exception as exc:
+        raise InputError(path, f"not a readable TIFF movie ({exc})") from exc
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {shape}")
+    return shape
+
+
+def _integer_valued(data: np.ndarray) -> bool:
+    """Whether the raw values are integer counts (an integer dtype, or floats that are whole numbers)."""
+    if np.issubdtype(data.dtype, np.integer):
+        return True
+    sample = np.asarray(data.reshape(-1)[:: max(1, data.size // 100_000)], dtype=np.float64)
+    return bool(np.all(np.floor(sample) == sample))
 
 
 def _read_mrc_stack(path: Path) -> tuple[np.ndarray, float | None]:
@@ -81,7 +163,7 @@ def _read_mrc_stack(path: Path) -> tuple[np.ndarray, float | None]:
         expected = int(mrc.header.nx) * int(mrc.header.ny) * int(mrc.header.nz)
         if data.size != expected:
             raise InputError(path, "truncated MRC: fewer bytes than the header declares")
-        return np.array(data, dtype=np.float32), _pixel_size(mrc)
+        return np.array(data), _pixel_size(mrc)
 
 
 def _read_tiff_stack(path: Path, flip_y: bool = True) -> tuple[np.ndarray, float | None]:
@@ -98,7 +180,7 @@ def _read_tiff_stack(path: Path, flip_y: bool = True) -> tuple[np.ndarray, float
         raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {data.shape}")
     if flip_y:
         data = data[:, ::-1, :]
-    return data.astype(np.float32), None
+    return np.ascontiguousarray(data), None
 
 
 def read_gain(path: str | Path, *, rotate: int = 0, flip: int = 0, tiff_flip_y: bool = True) -> torch.Tensor:
@@ -132,7 +214,7 @@ def read_gain(path: str | Path, *, rotate: int = 0, flip: int = 0, tiff_flip_y: 
         data, _ = _read_mrc_stack(path)
     if data.shape[0] != 1:
         raise InputError(path, f"gain reference must be a single image, found {data.shape[0]} frames")
-    gain = torch.from_numpy(data[0])
+    gain = torch.from_numpy(data[0].astype(np.float32))
     if not torch.isfinite(gain).all():
         raise InputError(path, "gain reference contains NaN or Inf")
     if rotate:
@@ -340,7 +422,8 @@ def read_movie(
     """
     path = Path(path)
     data, px = _read_frames(path, tiff_flip_y, eer_grouping, eer_upsampling)
-    frames = torch.from_numpy(data)
+    integer_counts = _integer_valued(data)
+    frames = torch.from_numpy(data.astype(np.float32, copy=False))
     shape = tuple(frames.shape[-2:])
     bad = ~torch.isfinite(frames).flatten(1).all(1)
     if bad.any():
@@ -354,52 +437,7 @@ def read_movie(
         frames, n = correct_defects(frames, n_sigma=defect_sigma, mask=mask)
         if n:
             logger.info("%s: replaced %d defective pixels", path, n)
-    return Movie(frames=frames.contiguous(), pixel_size_a=px, path=path)
-
-
-def movie_shape(path: str | Path, *, eer_grouping: int = 0, eer_upsampling: int = 1) -> tuple[int, int, int]:
-    """``(frames, y, x)`` of a movie as ``read_movie`` would return it, from its header only.
-
-    For EER: the number of rendered fractions and the rendered grid (``eer_fractions`` warns
-    about dropped frames and refuses a grouping larger than the frame count).
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == EER_SUFFIX:
-        check_eer_upsampling(path, eer_upsampling)
-        header = read_eer_header(path)
-        n = eer_fractions(path, header.n_frames, eer_grouping)
-        return (n, header.shape[0] * eer_upsampling, header.shape[1] * eer_upsampling)
-    if suffix not in (".tif", ".tiff"):
-        return tuple(read_mrc_header(path)["shape"])
-    return _tiff_shape(path)
-
-
-def _tiff_shape(path: Path) -> tuple[int, int, int]:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tuple(int(n) for n in tif.series[0].shape)
-    except Exception as exc:
-        raise InputError(path, f"not a readable TIFF movie ({exc})") from exc
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3:
-        raise InputError(path, f"expected a (frames, y, x) TIFF stack, found shape {shape}")
-    return shape
-
-
-def header_pixel_size_a(path: str | Path, *, eer_upsampling: int = 1) -> float | None:
-    """Pixel size of the frames ``read_movie`` returns, from the header (TIFF: None; EER: physical / upsampling)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        return None
-    if suffix == EER_SUFFIX:
-        px = read_eer_header(path).pixel_size_a
-        return None if px is None else px / eer_upsampling
-    return read_mrc_header(path)["pixel_size_a"]
+    return Movie(frames=frames.contiguous(), pixel_size_a=px, path=path, integer_counts=integer_counts)
 
 
 def write_tiff_movie(path: str | Path, counts: torch.Tensor | np.ndarray, *, overwrite: bool = False) -> Path:

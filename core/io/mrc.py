@@ -78,7 +78,7 @@ def _checked_array(path: Path, data: np.ndarray | None, ndim: tuple[int, ...]) -
 
 
 def read_mrc_header(path: str | Path) -> dict:
-    """Shape, mode and pixel size of an MRC file without reading its data.
+    """Shape, mode and pixel size of an MRC file from its header only (the data are not checked).
 
     Returns
     -------
@@ -86,8 +86,22 @@ def read_mrc_header(path: str | Path) -> dict:
         ``{"shape": (nz, ny, nx), "pixel_size_a": float | None, "mode": int}``.
     """
     path = Path(path)
-    with _open(path, mmap=True) as mrc:
+    if not path.exists():
+        raise InputError(path, "no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mrc = mrcfile.open(path, mode="r", header_only=True, permissive=True)
+    except Exception as exc:
+        raise InputError(path, f"not a readable MRC file ({exc})") from exc
+    with mrc:
         h = mrc.header
+        if h is None or int(h.nx) < 1 or int(h.ny) < 1 or int(h.nz) < 1:
+            raise InputError(path, "not a readable MRC file (no valid header)")
+        try:
+            mrcfile.utils.data_dtype_from_header(h)
+        except ValueError as exc:
+            raise InputError(path, f"not a readable MRC file ({exc})") from exc
         return {
             "shape": (int(h.nz), int(h.ny), int(h.nx)),
             "pixel_size_a": _pixel_size(mrc),

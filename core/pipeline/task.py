@@ -1,64 +1,67 @@
-"""One unit of work of the movie pipeline: a movie, its acquisition parameters and where its outputs go."""
+"""One unit of work of the movie pipeline: a movie, its acquisition and where its outputs go."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryosr.core.acquisition import Acquisition
+
 __all__ = ["MovieTask"]
 
 
 @dataclass(frozen=True)
 class MovieTask:
-    """One unit of work: a movie (or a single micrograph) and where its outputs go.
+    """One movie (or a single micrograph) and where its outputs go.
 
     Attributes
     ----------
     movie_path : Path
-        Input movie (``.mrcs``/``.mrc``/``.tif``) or a single-frame micrograph.
+        Input movie (``.mrcs``/``.mrc``/``.tif``/``.eer``) or a single-frame micrograph.
     out_path : Path
-        Super-resolved micrograph to write.
+        The micrograph to write (super-resolved or enhanced).
+    acquisition : Acquisition
+        Pixel size, dose per frame, pre-exposure and voltage, filled once by whoever planned the
+        task (header, STAR file or command line; ``cryosr.core.pipeline.inputs.plan_acquisition``).
     lr_sum_path : Path | None
         Where to write the aligned dose-weighted sum at the input pixel (None: don't).
-    pixel_size_a : float | None
-        Input pixel size in Å (None: from the file header); for EER the physical pixel (as RELION's
-        ``rlnMicrographOriginalPixelSize``), see ``frame_pixel_size_a``.
-    dose_per_frame : float | None
-        e/Å² per frame (required for movies); for EER per rendered fraction (RELION's convention).
     gain_path : Path | None
         Gain reference, with RELION-style ``gain_rotate``/``gain_flip``.
     shifts_yx_px : tuple | None
-        Known per-frame shifts in input pixels, ``((y0, x0), (y1, x1), ...)``.
+        Known per-frame shifts in input pixels for every frame of the file, ``((y0, x0), ...)``.
+    exclude_frames : tuple[int, ...]
+        0-based frames left out (``--exclude-frames``; their exposure still counts for the later frames).
     eer_grouping, eer_upsampling : int
-        EER movies only: detector frames per fraction (0: RELION's default) and rendering grid
-        (1 physical, 2 the 2x grid); see ``cryosr.core.io.read_movie``.
+        EER movies only: detector frames per fraction (0: RELION's default, 40) and rendering grid
+        (1 physical, 2 the 2x grid; ``acquisition`` then holds the rendered pixel and the dose per
+        fraction); see ``cryosr.core.io.read_movie``.
+    extra : dict
+        Adapter-specific values travelling with the task (not compared).
     """
 
     movie_path: Path
     out_path: Path
+    acquisition: Acquisition
     lr_sum_path: Path | None = None
-    pixel_size_a: float | None = None
-    dose_per_frame: float | None = None
     gain_path: Path | None = None
     gain_rotate: int = 0
     gain_flip: int = 0
     shifts_yx_px: tuple | None = None
+    exclude_frames: tuple[int, ...] = ()
     eer_grouping: int = 0
     eer_upsampling: int = 1
     extra: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def frame_pixel_size_a(self) -> float | None:
-        """``pixel_size_a`` on the grid of the frames as read: an EER movie at ``eer_upsampling`` 2 has half the pixel."""
-        if self.pixel_size_a is None or self.movie_path.suffix.lower() != ".eer":
-            return self.pixel_size_a
-        return self.pixel_size_a / self.eer_upsampling
 
     @property
     def read_options(self) -> dict:
         """Keywords of ``cryosr.core.io.read_movie`` for this task's movie (gain, its orientation, EER rendering)."""
         return {"gain": self.gain_path, "gain_rotate": self.gain_rotate, "gain_flip": self.gain_flip,
                 "eer_grouping": self.eer_grouping, "eer_upsampling": self.eer_upsampling}  # fmt: skip
+
+    @property
+    def header_options(self) -> dict:
+        """Keywords of ``cryosr.core.io.read_movie_header`` for this task's movie (the EER rendering)."""
+        return {"eer_grouping": self.eer_grouping, "eer_upsampling": self.eer_upsampling}
 
     @property
     def input_paths(self) -> tuple[Path, ...]:

@@ -121,65 +121,54 @@ class SimulationConfig:
     hot_pixel_rate: float = 20.0
 
     def __post_init__(self) -> None:
-        def bad(problem: str) -> InputError:
-            return InputError(None, problem)
+        for failed, problem in self._checks():
+            if failed:
+                raise InputError(None, problem)
 
-        if self.size < 16 or self.size % 2:
-            raise bad(f"--size {self.size}: must be an even number of pixels >= 16")
-        if not self.pixel_size_a > 0:
-            raise bad(f"--pixel-size {self.pixel_size_a}: must be positive")
-        if self.bin_factor != 2:
-            raise bad(f"--bin {self.bin_factor}: only 2 is supported")
-        if self.frames < 1:
-            raise bad(f"--frames {self.frames}: must be >= 1")
-        if not self.dose_per_frame > 0:
-            raise bad(f"--dose-per-frame {self.dose_per_frame}: must be positive")
-        if self.particles < 0:
-            raise bad(f"--particles {self.particles}: must be >= 0")
-        if self.defocus_min_a <= 0 or self.defocus_max_a <= 0:
-            raise bad("--defocus: values must be positive (underfocus)")
-        if self.defocus_min_a > self.defocus_max_a:
-            raise bad(
-                f"--defocus {self.defocus_min_a / 1e4:g}:{self.defocus_max_a / 1e4:g}: "
-                "range is reversed (give MIN:MAX in µm)"
-            )
-        if self.astigmatism_a < 0 or self.astigmatism_a >= self.defocus_min_a:
-            raise bad(f"astigmatism {self.astigmatism_a} Å must be in [0, min defocus)")
-        if not self.voltage_kv > 0:
-            raise bad(f"--voltage {self.voltage_kv}: must be positive")
-        if self.cs_mm < 0:
-            raise bad(f"--cs {self.cs_mm}: must be >= 0")
-        if not 0 <= self.amp_contrast < 1:
-            raise bad(f"--amp-contrast {self.amp_contrast}: must be in [0, 1)")
-        if self.ice_thickness_a < 0:
-            raise bad(f"--ice-thickness {self.ice_thickness_a}: must be >= 0")
-        if self.motion not in MOTION_MODELS:
-            raise bad(f"--motion {self.motion!r}: choose one of {', '.join(MOTION_MODELS)}")
-        if self.drift_a_per_dose < 0 or self.jitter_a < 0:
-            raise bad("drift and jitter must be >= 0")
-        if self.lr_operator not in LR_OPERATORS:
-            raise bad(f"--lr-operator {self.lr_operator!r}: choose one of {', '.join(LR_OPERATORS)}")
-        if len(self.mtf_frequencies) != len(self.mtf_values):
-            raise bad("MTF table: frequencies and values differ in length")
-        if self.noise_mtf and not self.mtf_frequencies:
-            raise bad("--noise-mtf needs a detector MTF (--mtf FILE.star)")
-        if self.b_factor_a2 is not None and self.b_factor_a2 < 0:
-            raise bad(f"B-factor {self.b_factor_a2}: must be >= 0")
-        self._check_detector(bad)
+    def _checks(self) -> list[tuple[bool, str]]:
+        """Every validity rule as ``(violated, message)``, in the order they are reported."""
+        d_lo, d_hi = self.defocus_min_a, self.defocus_max_a
+        return self._physics_checks(d_lo, d_hi) + self._camera_checks()
 
-    def _check_detector(self, bad) -> None:
-        if self.movie_format not in MOVIE_FORMATS:
-            raise bad(f"--format {self.movie_format!r}: choose one of {', '.join(MOVIE_FORMATS)}")
-        if self.movie_format == "tiff" and self.noise_mtf:
-            raise bad("--format tiff stores integer counts; --noise-mtf makes them non-integer")
-        if self.eer_frames_per_fraction < 1 or self.eer_compression not in (65001, 65002):
-            raise bad("--eer-frames-per-fraction must be >= 1 and --eer-compression 65001 or 65002")
-        if not 0 <= self.gain_sigma <= 1:
-            raise bad(f"--gain-sigma {self.gain_sigma}: must be in [0, 1]")
-        if self.hot_pixels < 0 or self.dead_columns < 0 or self.dead_columns > self.size // 2:
-            raise bad("--hot-pixels and --dead-columns must be >= 0 (at most half the columns dead)")
-        if self.hot_pixels > self.size**2 // 100 or not self.hot_pixel_rate > 0:
-            raise bad("--hot-pixels: at most 1% of the pixels; the hot-pixel rate must be positive")
+    def _camera_checks(self) -> list[tuple[bool, str]]:
+        """The rules of the camera and file-format options."""
+        return [
+            (self.movie_format not in MOVIE_FORMATS, f"--format {self.movie_format!r}: choose one of {', '.join(MOVIE_FORMATS)}"),
+            (self.movie_format == "tiff" and self.noise_mtf, "--format tiff stores integer counts; --noise-mtf makes them non-integer"),
+            (self.eer_frames_per_fraction < 1 or self.eer_compression not in (65001, 65002),
+             "--eer-frames-per-fraction must be >= 1 and --eer-compression 65001 or 65002"),
+            (not 0 <= self.gain_sigma <= 1, f"--gain-sigma {self.gain_sigma}: must be in [0, 1]"),
+            (self.hot_pixels < 0 or self.dead_columns < 0 or self.dead_columns > self.size // 2,
+             "--hot-pixels and --dead-columns must be >= 0 (at most half the columns dead)"),
+            (self.hot_pixels > self.size**2 // 100 or not self.hot_pixel_rate > 0,
+             "--hot-pixels: at most 1% of the pixels; the hot-pixel rate must be positive"),
+        ]  # fmt: skip
+
+    def _physics_checks(self, d_lo: float, d_hi: float) -> list[tuple[bool, str]]:
+        """The rules of the specimen, optics, motion and MTF options."""
+        return [
+            (self.size < 16 or self.size % 2, f"--size {self.size}: must be an even number of pixels >= 16"),
+            (not self.pixel_size_a > 0, f"--pixel-size {self.pixel_size_a}: must be positive"),
+            (self.bin_factor != 2, f"--bin {self.bin_factor}: only 2 is supported"),
+            (self.frames < 1, f"--frames {self.frames}: must be >= 1"),
+            (not self.dose_per_frame > 0, f"--dose-per-frame {self.dose_per_frame}: must be positive"),
+            (self.particles < 0, f"--particles {self.particles}: must be >= 0"),
+            (d_lo <= 0 or d_hi <= 0, "--defocus: values must be positive (underfocus)"),
+            (d_lo > d_hi, f"--defocus {d_lo / 1e4:g}:{d_hi / 1e4:g}: range is reversed (give MIN:MAX in µm)"),
+            (self.astigmatism_a < 0 or self.astigmatism_a >= d_lo,
+             f"astigmatism {self.astigmatism_a} Å must be in [0, min defocus)"),
+            (not self.voltage_kv > 0, f"--voltage {self.voltage_kv}: must be positive"),
+            (self.cs_mm < 0, f"--cs {self.cs_mm}: must be >= 0"),
+            (not 0 <= self.amp_contrast < 1, f"--amp-contrast {self.amp_contrast}: must be in [0, 1)"),
+            (self.ice_thickness_a < 0, f"--ice-thickness {self.ice_thickness_a}: must be >= 0"),
+            (self.motion not in MOTION_MODELS, f"--motion {self.motion!r}: choose one of {', '.join(MOTION_MODELS)}"),
+            (self.drift_a_per_dose < 0 or self.jitter_a < 0, "drift and jitter must be >= 0"),
+            (self.lr_operator not in LR_OPERATORS,
+             f"--lr-operator {self.lr_operator!r}: choose one of {', '.join(LR_OPERATORS)}"),
+            (len(self.mtf_frequencies) != len(self.mtf_values), "MTF table: frequencies and values differ in length"),
+            (self.noise_mtf and not self.mtf_frequencies, "--noise-mtf needs a detector MTF (--mtf FILE.star)"),
+            (self.b_factor_a2 is not None and self.b_factor_a2 < 0, f"B-factor {self.b_factor_a2}: must be >= 0"),
+        ]  # fmt: skip
 
     @property
     def has_defects(self) -> bool:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch_ctf import calculate_ctf_2d
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import irfft2
@@ -354,7 +355,7 @@ def simulate_movie(
         rfft=True,
         fftshift=False,
     ).to(torch.float32)
-    dose = cumulative_dose(t, config.dose_per_frame, device=device)
+    dose = cumulative_dose(Acquisition(p_hr, config.dose_per_frame, voltage_kv=config.voltage_kv), t, device=device)
     # damage exponent per e/Å²: q_j = exp(N_j · log q(1)), computed once instead of once per frame
     log_q = dose_filter((n_hr, n_hr), torch.ones(1, device=device), p_hr, voltage_kv=config.voltage_kv)[0].log()
     mtf_hr = mtf_lr = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.dose import aligned_dose_weighted_sum
 
 __all__ = ["drizzle"]
@@ -19,11 +20,8 @@ __all__ = ["drizzle"]
 def drizzle(
     frames: torch.Tensor,
     shifts_yx_px: torch.Tensor,
+    acq: Acquisition,
     *,
-    dose_per_frame: float,
-    pixel_size_a: float,
-    pre_exposure: float = 0.0,
-    voltage_kv: float = 300.0,
     scale: int = 2,
 ) -> torch.Tensor:
     """Drizzle a movie onto a ``scale``-times finer grid.
@@ -34,14 +32,8 @@ def drizzle(
         `(t, h, w)` LR frames (counts per LR pixel).
     shifts_yx_px : torch.Tensor
         `(t, 2)` shifts in LR pixels (frame content = reference moved by ``+s``).
-    dose_per_frame : float
-        e/Å² per frame.
-    pixel_size_a : float
-        LR pixel size in Å.
-    pre_exposure : float
-        e/Å² before the first frame.
-    voltage_kv : float
-        Acceleration voltage.
+    acq : Acquisition
+        LR pixel size, dose per frame, pre-exposure, voltage.
     scale : int
         Fine-grid factor.
 
@@ -52,7 +44,4 @@ def drizzle(
         frequencies).
     """
     # frame chunks are replicated, moved back and exposure-weighted one at a time (no fine-grid movie)
-    return aligned_dose_weighted_sum(
-        frames, shifts_yx_px, dose_per_frame, pixel_size_a, pre_exposure=pre_exposure, voltage_kv=voltage_kv,
-        replicate=scale,
-    )
+    return aligned_dose_weighted_sum(frames, shifts_yx_px, acq, replicate=scale)

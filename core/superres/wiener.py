@@ -27,15 +27,19 @@ real-space tiles), with a few complex arrays of the LR size besides the movie (a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch_fourier_filter.dose_weight import critical_exposure
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.dose import cumulative_dose, dose_filter_on_grid
+from cryosr.core.spectral import ring_index, ring_mean, smooth_curve
 
 __all__ = ["GAIN_CORRECTIONS", "estimate_signal_prior", "wiener_unalias"]
 
-GAIN_CORRECTIONS = ("ring", "bin", "none")
+#: How the posterior mean's shrinkage is undone (see ``wiener_unalias``).
+GAIN_CORRECTIONS = ("ring", "bin")
 
 
 def _alias_axis(n: int, device: torch.device) -> torch.Tensor:
@@ -100,17 +104,14 @@ def estimate_signal_prior(
     h, w = cross.shape
     dev = cross.device
     n_bins = n_bins or min(h, w) // 2
-    fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)[:, None].expand(h, w)
-    fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)[None, :].expand(h, w)
-    f_fine = torch.sqrt(fy**2 + fx**2) / 2  # cycles per fine pixel
-    idx = (f_fine / 0.25 * n_bins).long()
-    inside = (idx < n_bins) & (f_fine > 0)
-    cross = cross.double()
-    sums = torch.zeros(n_bins, dtype=torch.float64, device=dev).index_add_(0, idx[inside], cross[inside])
-    counts = torch.zeros(n_bins, dtype=torch.float64, device=dev).index_add_(0, idx[inside], torch.ones_like(cross[inside]))
-    power = sums / counts.clamp(min=1)
+    fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)[:, None]
+    fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)[None, :]
+    f_fine = torch.sqrt(fy**2 + fx**2) / 2  # cycles per fine pixel (full DFT layout)
+    idx = ring_index(f_fine / 0.25, n_bins, floor=True, n_rings=n_bins + 1)  # bin n_bins: beyond the LR Nyquist
+    inside = ((idx < n_bins) & (f_fine > 0)).double()
+    power = ring_mean(cross.double(), idx, n_bins + 1, weights=inside)[:n_bins]
     centres = (torch.arange(n_bins, device=dev, dtype=torch.float64) + 0.5) * 0.25 / n_bins
-    envelope = _running_mean(power, envelope_bins)
+    envelope = smooth_curve(power, envelope_bins // 2, edges="replicate")  # envelope_bins: odd
     lo, hi = int(fit_band[0] * n_bins), max(int(fit_band[1] * n_bins), int(fit_band[0] * n_bins) + 3)
     band = slice(lo, hi)
     positive = envelope[band] > 0
@@ -128,15 +129,6 @@ def estimate_signal_prior(
     floor = float(positive_env.median()) * 1e-2 if positive_env.numel() else 1e-12
     power = envelope.clamp(min=floor)
     return centres, power, {"log_intercept": intercept, "slope_per_cycle": slope, "f_max": f_max}
-
-
-def _running_mean(values: torch.Tensor, width: int) -> torch.Tensor:
-    """Running mean over ``width`` neighbouring entries (edges replicated)."""
-    if width <= 1:
-        return values
-    kernel = torch.ones(1, 1, width, dtype=values.dtype, device=values.device) / width
-    padded = torch.nn.functional.pad(values[None, None], (width // 2, (width - 1) // 2), mode="replicate")
-    return torch.nn.functional.conv1d(padded, kernel)[0, 0]
 
 
 def _prior_at(f: torch.Tensor, centres: torch.Tensor, power: torch.Tensor, fit: dict) -> torch.Tensor:
@@ -170,14 +162,164 @@ def _solve(gram: torch.Tensor, rhs: torch.Tensor, inv_prior: torch.Tensor) -> tu
     return solution, gain
 
 
+@dataclass
+class _Geometry:
+    """The fine-grid aliases of every LR bin: signed frequencies, 2x2-box transfer and critical exposures."""
+
+    fy: torch.Tensor  # (h, 2) signed frequencies of the row aliases, cycles per fine pixel
+    fx: torch.Tensor  # (w, 2)
+    box_y: torch.Tensor  # (h, 2) complex: the 2x2 box transfer is separable, B = box_y box_x
+    box_x: torch.Tensor  # (w, 2)
+    ne: torch.Tensor  # (h, w, 4) critical exposure (e/Å²) of alias j = 2a + b
+    ne_in: torch.Tensor  # (h, w) critical exposure of the in-square alias
+    chunks: list[tuple[int, int]]  # chunks of LR frequency rows
+    rows: int
+
+
+def _geometry(h: int, w: int, pixel_size_a: float, rows: int, dev: torch.device) -> _Geometry:
+    fy, fx = _alias_axis(h, dev), _alias_axis(w, dev)
+    chunks = [(r, min(h, r + rows)) for r in range(0, h, rows)]
+    ne = torch.empty(h, w, 4, dtype=torch.float32, device=dev)
+    for r0, r1 in chunks:
+        ne[r0:r1] = critical_exposure(_alias_magnitude(fy[r0:r1], fx) / (pixel_size_a / 2))  # |K| in 1/Å
+    a_in, b_in = _in_square_alias(h, dev), _in_square_alias(w, dev)
+    ne_in = ne[torch.arange(h, device=dev)[:, None], torch.arange(w, device=dev)[None, :], 2 * a_in[:, None] + b_in[None, :]]
+    return _Geometry(fy, fx, (1 + torch.exp(2j * math.pi * fy)) / 2, (1 + torch.exp(2j * math.pi * fx)) / 2,
+                     ne, ne_in, chunks, rows)  # fmt: skip
+
+
+@dataclass
+class _Normal:
+    """Accumulated normal equations (upper triangle), right-hand sides and the even/odd sums for the prior."""
+
+    gram: torch.Tensor  # (h, w, 10)
+    rhs: torch.Tensor  # (h, w, 4)
+    halves: torch.Tensor  # (2, h, w) aligned even / odd sums
+    q_halves: torch.Tensor  # (2, h, w) their summed exposure attenuations
+    variance: torch.Tensor  # (t,) counting-noise variance per coefficient of each frame
+
+
+def _accumulate(frames: torch.Tensor, shifts: torch.Tensor, dose: torch.Tensor, geo: _Geometry, voltage_kv: float) -> _Normal:
+    """One pass over the frames: each frame's contribution to every LR bin's 4x4 normal equations."""
+    t, h, w = frames.shape
+    dev = frames.device
+    cplx = torch.complex128 if frames.dtype == torch.float64 else torch.complex64
+    real = torch.float64 if frames.dtype == torch.float64 else torch.float32
+    lr_fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)
+    lr_fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)
+    upper = torch.triu_indices(4, 4, device=dev)  # the normal matrix is Hermitian: 10 of 16 entries
+    acc = _Normal(
+        gram=torch.zeros(h, w, upper.shape[1], dtype=cplx, device=dev),
+        rhs=torch.zeros(h, w, 4, dtype=cplx, device=dev),
+        halves=torch.zeros(2, h, w, dtype=cplx, device=dev),
+        q_halves=torch.zeros(2, h, w, dtype=real, device=dev),
+        # Poisson: sum of counts; frame by frame (a dtype= sum would copy the whole movie to float64)
+        variance=torch.stack([f.sum(dtype=torch.float64) for f in frames]).clamp(min=1.0),
+    )
+    for i in range(t):
+        spec = torch.fft.fft2(frames[i].to(real))
+        sy, sx = float(shifts[i, 0]), float(shifts[i, 1])
+        align = torch.polar(torch.ones_like(lr_fy), 2 * math.pi * lr_fy * sy)[:, None] * torch.polar(
+            torch.ones_like(lr_fx), 2 * math.pi * lr_fx * sx
+        )[None, :]
+        acc.halves[i % 2] += spec * align.to(cplx)
+        acc.q_halves[i % 2] += dose_filter_on_grid(geo.ne_in, dose[i : i + 1], voltage_kv=voltage_kv)[0].to(real)
+        # frame i at LR bin k: sum_j q_i(K_j) B(K_j) exp(-2 pi i f_j . 2 s_i) X(K_j)
+        ey = (geo.box_y * torch.polar(torch.ones_like(geo.fy), -2 * math.pi * geo.fy * (2 * sy))).to(cplx)  # (h, 2)
+        ex = (geo.box_x * torch.polar(torch.ones_like(geo.fx), -2 * math.pi * geo.fx * (2 * sx))).to(cplx)  # (w, 2)
+        weight = float(1.0 / acc.variance[i])
+        for r0, r1 in geo.chunks:
+            q = dose_filter_on_grid(geo.ne[r0:r1].reshape(r1 - r0, 4 * w), dose[i : i + 1], voltage_kv=voltage_kv)[0]
+            c = q.reshape(r1 - r0, w, 4).to(real) * (ey[r0:r1, None, :, None] * ex[None, :, None, :]).reshape(r1 - r0, w, 4)
+            cw = c.conj() * weight
+            acc.gram[r0:r1] += cw[..., upper[0]] * c[..., upper[1]]
+            acc.rhs[r0:r1] += cw * spec[r0:r1, :, None]
+        del spec
+    return acc
+
+
+def _signal_prior(acc: _Normal, geo: _Geometry) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The radial prior from the even/odd cross-power, divided by exposure attenuations and box transfer."""
+    _, h, w = acc.halves.shape
+    dev = acc.halves.device
+    lr_fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)
+    box2_x = torch.cos(math.pi * torch.fft.fftfreq(w, device=dev, dtype=torch.float64) / 2) ** 2
+    cross = torch.empty(h, w, dtype=acc.q_halves.dtype, device=dev)
+    for r0, r1 in geo.chunks:
+        box2 = (torch.cos(math.pi * lr_fy[r0:r1] / 2) ** 2)[:, None] * box2_x[None, :]
+        num = (acc.halves[0, r0:r1].to(torch.complex128) * acc.halves[1, r0:r1].conj()).real
+        cross[r0:r1] = num / (acc.q_halves[0, r0:r1].double() * acc.q_halves[1, r0:r1] * box2).clamp(min=1e-12)
+    return estimate_signal_prior(cross)
+
+
+def _solve_all(
+    acc: _Normal, geo: _Geometry, prior: tuple, dose: torch.Tensor, voltage_kv: float, prior_scale: float,
+    gain_correction: str, min_gain: float,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Posterior mean per LR bin in place of ``acc.rhs``, scaled by ``sqrt(t sum_i q_i^2)`` (``dose_weighted_sum``).
+
+    Returns the mean signal fraction kept per fine-grid ring (informative bins only) and the ring scale.
+    """
+    h, w, _ = acc.rhs.shape
+    dev, real, t = acc.rhs.device, acc.rhs.real.dtype, dose.shape[0]
+    centres, power, fit = prior
+    upper = torch.triu_indices(4, 4, device=dev)
+    ring_scale = 2 * min(h, w)  # rings one fine-grid Fourier pixel wide (|f| in cycles per fine pixel)
+    n_rings = int(math.sqrt(0.5) * ring_scale) + 2
+    ring_gain = torch.zeros(n_rings, dtype=torch.float64, device=dev)
+    ring_count = torch.zeros(n_rings, dtype=torch.float64, device=dev)
+    for r0, r1 in geo.chunks:
+        magnitude = _alias_magnitude(geo.fy[r0:r1], geo.fx)
+        inv_prior = (1.0 / (_prior_at(magnitude, centres, power, fit) * prior_scale)).to(real)
+        if r0 == 0:
+            inv_prior[0, 0, 0] = 0.0  # the mean is not regularised
+        normal = torch.empty(r1 - r0, w, 4, 4, dtype=acc.rhs.dtype, device=dev)
+        normal[..., upper[1], upper[0]] = acc.gram[r0:r1].conj()
+        normal[..., upper[0], upper[1]] = acc.gram[r0:r1]
+        solution, gain = _solve(normal, acc.rhs[r0:r1], inv_prior)
+        del normal
+        if gain_correction == "bin":
+            keep = gain >= min_gain
+            solution = torch.where(keep, solution / torch.where(keep, gain, 1.0), 0.0)
+        ne_rows = geo.ne[r0:r1].reshape(r1 - r0, 4 * w)
+        q2 = torch.zeros_like(ne_rows, dtype=real)
+        for i in range(t):
+            q2 += dose_filter_on_grid(ne_rows, dose[i : i + 1], voltage_kv=voltage_kv)[0].to(real) ** 2
+        acc.rhs[r0:r1] = solution * torch.sqrt(t * q2).reshape(r1 - r0, w, 4)
+        ring = (magnitude * ring_scale).long().flatten()
+        informed = (gain.flatten() >= min_gain).double()  # bins the data determine (not e.g. the box's zeros)
+        ring_gain.index_add_(0, ring, gain.flatten().double() * informed)
+        ring_count.index_add_(0, ring, informed)
+    mean_gain = torch.where(ring_count > 0, ring_gain / ring_count.clamp(min=1), torch.ones_like(ring_gain))
+    return mean_gain.clamp(max=1.0), ring_scale
+
+
+def _assemble(rhs: torch.Tensor, mean_gain: torch.Tensor, ring_scale: int, geo: _Geometry, ring_correct: bool,
+              min_gain: float, dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
+    """Place alias j = 2a + b of LR bin (r, c) at fine bin (a h + r, b w + c), undo the ring gain, invert."""
+    h, w, _ = rhs.shape
+    dev = rhs.device
+    full = torch.empty(2 * h, 2 * w, dtype=rhs.dtype, device=dev)
+    for a in range(2):
+        for b in range(2):
+            full[a * h : (a + 1) * h, b * w : (b + 1) * w] = rhs[..., 2 * a + b]
+    if ring_correct:  # one factor per fine-grid ring: radial transfer 1, no ring FRC changes
+        correction = (1 / mean_gain.clamp(min=min_gain)).to(rhs.real.dtype)
+        fx_fine = torch.fft.fftfreq(2 * w, device=dev, dtype=torch.float64)
+        fy_fine = torch.fft.fftfreq(2 * h, device=dev, dtype=torch.float64)
+        for r0 in range(0, 2 * h, geo.rows):
+            r1 = min(2 * h, r0 + geo.rows)
+            f = torch.sqrt(fy_fine[r0:r1, None] ** 2 + fx_fine[None, :] ** 2)
+            full[r0:r1] *= correction[(f * ring_scale).long()]
+    torch.fft.ifft2(full, out=full)
+    return full.real.to(dtype, copy=True)
+
+
 def wiener_unalias(
     frames: torch.Tensor,
     shifts_yx_px: torch.Tensor,
+    acq: Acquisition,
     *,
-    dose_per_frame: float,
-    pixel_size_a: float,
-    pre_exposure: float = 0.0,
-    voltage_kv: float = 300.0,
     prior_scale: float = 1.0,
     frame_index: torch.Tensor | None = None,
     chunk_bytes: int = 64 << 20,
@@ -192,14 +334,8 @@ def wiener_unalias(
         `(t, h, w)` LR frames in counts (h, w even).
     shifts_yx_px : torch.Tensor
         `(t, 2)` shifts in LR pixels.
-    dose_per_frame : float
-        e/Å² per frame.
-    pixel_size_a : float
-        LR pixel size in Å.
-    pre_exposure : float
-        e/Å² before the first frame.
-    voltage_kv : float
-        Acceleration voltage.
+    acq : Acquisition
+        LR pixel size, dose per frame (must be known), pre-exposure, voltage.
     prior_scale : float
         Multiplies the estimated signal prior (larger: less regularisation; ``inf``: least squares).
     frame_index : torch.Tensor | None
@@ -213,11 +349,10 @@ def wiener_unalias(
         informative bins, so the radial signal transfer is 1 (the prior separates the aliases but
         does not filter the micrograph; one factor per ring changes no ring FRC). ``bin``: every
         informative bin is divided by its own ``g`` (an unbiased unaliasing: transfer 1 everywhere
-        the data determine it, at the price of amplified noise where they barely do). ``none``: the
-        plain posterior mean (minimum mean-square error per image). Reconstruction software models a
-        micrograph as CTF x projection + noise: the plain posterior mean shrinks the rings near this
-        micrograph's CTF zeros more than the others, which that model does not know (README, section
-        evaluate).
+        the data determine it, at the price of amplified noise where they barely do). The plain
+        posterior mean shrinks the rings near a micrograph's CTF zeros more than the others, which
+        the CTF x projection + noise model of reconstruction software does not know
+        (docs/decisions.md).
     min_gain : float
         Bins keeping less than this fraction of their signal carry no information: left out of the
         ring means (``ring``; no ring is amplified by more than ``1 / min_gain``) or set to 0 (``bin``).
@@ -237,115 +372,19 @@ def wiener_unalias(
         raise ValueError(f"gain_correction {gain_correction!r}: choose from {', '.join(GAIN_CORRECTIONS)}")
     dev = frames.device
     cplx = torch.complex128 if frames.dtype == torch.float64 else torch.complex64
-    real = torch.float64 if frames.dtype == torch.float64 else torch.float32
-    if frame_index is None:
-        dose = cumulative_dose(t, dose_per_frame, pre_exposure=pre_exposure, device=dev)
-    else:
-        if tuple(frame_index.shape) != (t,):
-            raise ValueError(f"frame_index has shape {tuple(frame_index.shape)}, expected ({t},)")
-        dose = pre_exposure + dose_per_frame * (frame_index.to(dev, torch.float32) + 0.5)
-    shifts = shifts_yx_px.to(dev, torch.float64)
-    fy, fx = _alias_axis(h, dev), _alias_axis(w, dev)  # (h, 2), (w, 2) signed, cycles per fine pixel
-    box_y = (1 + torch.exp(2j * math.pi * fy)) / 2  # the 2x2 box transfer is separable: B = box_y box_x
-    box_x = (1 + torch.exp(2j * math.pi * fx)) / 2
-    rows = max(1, chunk_bytes // (w * 16 * cplx.itemsize))
-    chunks = [(r, min(h, r + rows)) for r in range(0, h, rows)]
-    # critical exposure of every alias (e/Å²), and of the in-square alias of every LR bin
-    ne = torch.empty(h, w, 4, dtype=torch.float32, device=dev)
-    for r0, r1 in chunks:
-        ne[r0:r1] = critical_exposure(_alias_magnitude(fy[r0:r1], fx) / (pixel_size_a / 2))  # |K| in 1/Å
-    a_in, b_in = _in_square_alias(h, dev), _in_square_alias(w, dev)
-    ne_in = ne[torch.arange(h, device=dev)[:, None], torch.arange(w, device=dev)[None, :], 2 * a_in[:, None] + b_in[None, :]]
-    lr_fy = torch.fft.fftfreq(h, device=dev, dtype=torch.float64)
-    lr_fx = torch.fft.fftfreq(w, device=dev, dtype=torch.float64)
-    halves = torch.zeros(2, h, w, dtype=cplx, device=dev)  # aligned even / odd sums (prior)
-    q_halves = torch.zeros(2, h, w, dtype=real, device=dev)
-    upper = torch.triu_indices(4, 4, device=dev)  # the normal matrix is Hermitian: 10 of 16 entries
-    gram = torch.zeros(h, w, upper.shape[1], dtype=cplx, device=dev)
-    rhs = torch.zeros(h, w, 4, dtype=cplx, device=dev)
-    # Poisson: sum of counts; frame by frame (a dtype= sum would copy the whole movie to float64: 5 GB at 4k x 40)
-    variance = torch.stack([f.sum(dtype=torch.float64) for f in frames]).clamp(min=1.0)
-    for i in range(t):
-        spec = torch.fft.fft2(frames[i].to(real))
-        sy, sx = float(shifts[i, 0]), float(shifts[i, 1])
-        align = torch.polar(torch.ones_like(lr_fy), 2 * math.pi * lr_fy * sy)[:, None] * torch.polar(
-            torch.ones_like(lr_fx), 2 * math.pi * lr_fx * sx
-        )[None, :]
-        halves[i % 2] += spec * align.to(cplx)
-        q_halves[i % 2] += dose_filter_on_grid(ne_in, dose[i : i + 1], voltage_kv=voltage_kv)[0].to(real)
-        # frame i at LR bin k: sum_j q_i(K_j) B(K_j) exp(-2 pi i f_j . 2 s_i) X(K_j)
-        ey = (box_y * torch.polar(torch.ones_like(fy), -2 * math.pi * fy * (2 * sy))).to(cplx)  # (h, 2)
-        ex = (box_x * torch.polar(torch.ones_like(fx), -2 * math.pi * fx * (2 * sx))).to(cplx)  # (w, 2)
-        weight = float(1.0 / variance[i])
-        for r0, r1 in chunks:
-            q = dose_filter_on_grid(ne[r0:r1].reshape(r1 - r0, 4 * w), dose[i : i + 1], voltage_kv=voltage_kv)[0]
-            q = q.reshape(r1 - r0, w, 4).to(real)
-            c = q * (ey[r0:r1, None, :, None] * ex[None, :, None, :]).reshape(r1 - r0, w, 4)
-            cw = c.conj() * weight
-            gram[r0:r1] += cw[..., upper[0]] * c[..., upper[1]]
-            rhs[r0:r1] += cw * spec[r0:r1, :, None]
-        del spec
-    box2_x = torch.cos(math.pi * lr_fx / 2) ** 2
-    cross = torch.empty(h, w, dtype=real, device=dev)
-    for r0, r1 in chunks:
-        box2 = (torch.cos(math.pi * lr_fy[r0:r1] / 2) ** 2)[:, None] * box2_x[None, :]
-        num = (halves[0, r0:r1].to(torch.complex128) * halves[1, r0:r1].conj()).real
-        cross[r0:r1] = num / (q_halves[0, r0:r1].double() * q_halves[1, r0:r1] * box2).clamp(min=1e-12)
-    del halves, q_halves
-    centres, power, fit = estimate_signal_prior(cross)
-    del cross
-    # posterior mean per LR bin, scaled by sqrt(t sum_i q_i^2) (the convention of ``dose_weighted_sum``);
-    # X(K_j) goes to fine bin (a h + r, b w + c) for alias j = 2a + b
-    ring_scale = 2 * min(h, w)  # rings one fine-grid Fourier pixel wide (|f| in cycles per fine pixel)
-    n_rings = int(math.sqrt(0.5) * ring_scale) + 2
-    ring_gain = torch.zeros(n_rings, dtype=torch.float64, device=dev)
-    ring_count = torch.zeros(n_rings, dtype=torch.float64, device=dev)
-    for r0, r1 in chunks:
-        prior = _prior_at(_alias_magnitude(fy[r0:r1], fx), centres, power, fit) * prior_scale
-        inv_prior = (1.0 / prior).to(real)
-        if r0 == 0:
-            inv_prior[0, 0, 0] = 0.0  # the mean is not regularised
-        normal = torch.empty(r1 - r0, w, 4, 4, dtype=cplx, device=dev)
-        normal[..., upper[1], upper[0]] = gram[r0:r1].conj()
-        normal[..., upper[0], upper[1]] = gram[r0:r1]
-        solution, gain = _solve(normal, rhs[r0:r1], inv_prior)
-        del normal
-        if gain_correction == "bin":
-            keep = gain >= min_gain
-            solution = torch.where(keep, solution / torch.where(keep, gain, 1.0), 0.0)
-        ne_rows = ne[r0:r1].reshape(r1 - r0, 4 * w)
-        q2 = torch.zeros_like(ne_rows, dtype=real)
-        for i in range(t):
-            q2 += dose_filter_on_grid(ne_rows, dose[i : i + 1], voltage_kv=voltage_kv)[0].to(real) ** 2
-        rhs[r0:r1] = solution * torch.sqrt(t * q2).reshape(r1 - r0, w, 4)  # the solution replaces rhs
-        ring = (_alias_magnitude(fy[r0:r1], fx) * ring_scale).long().flatten()
-        informed = (gain.flatten() >= min_gain).double()  # bins the data determine (not e.g. the box's zeros)
-        ring_gain.index_add_(0, ring, gain.flatten().double() * informed)
-        ring_count.index_add_(0, ring, informed)
-    del gram, ne
-    full = torch.empty(2 * h, 2 * w, dtype=cplx, device=dev)
-    for a in range(2):
-        for b in range(2):
-            full[a * h : (a + 1) * h, b * w : (b + 1) * w] = rhs[..., 2 * a + b]
-    del rhs
-    mean_gain = torch.where(ring_count > 0, ring_gain / ring_count.clamp(min=1), torch.ones_like(ring_gain)).clamp(max=1.0)
-    if gain_correction == "ring":  # one factor per fine-grid ring: radial transfer 1, no ring FRC changes
-        correction = (1 / mean_gain.clamp(min=min_gain)).to(real)
-        fx_fine = torch.fft.fftfreq(2 * w, device=dev, dtype=torch.float64)
-        fy_fine = torch.fft.fftfreq(2 * h, device=dev, dtype=torch.float64)
-        for r0 in range(0, 2 * h, rows):
-            r1 = min(2 * h, r0 + rows)
-            f = torch.sqrt(fy_fine[r0:r1, None] ** 2 + fx_fine[None, :] ** 2)
-            full[r0:r1] *= correction[(f * ring_scale).long()]
-    torch.fft.ifft2(full, out=full)
-    image = full.real.to(frames.dtype, copy=True)
-    del full
-    info = {
-        "noise_variance_per_frame_mean": float(variance.mean()),
+    dose = cumulative_dose(acq, t, frame_index=frame_index, device=dev)
+    geo = _geometry(h, w, acq.pixel_size_a, max(1, chunk_bytes // (w * 16 * cplx.itemsize)), dev)
+    acc = _accumulate(frames, shifts_yx_px.to(dev, torch.float64), dose, geo, acq.voltage_kv)
+    prior = _signal_prior(acc, geo)
+    del acc.halves, acc.q_halves
+    mean_gain, ring_scale = _solve_all(acc, geo, prior, dose, acq.voltage_kv, prior_scale, gain_correction, min_gain)
+    image = _assemble(acc.rhs, mean_gain, ring_scale, geo, gain_correction == "ring", min_gain, frames.dtype)
+    fit = prior[2]
+    return image, {
+        "noise_variance_per_frame_mean": float(acc.variance.mean()),
         "prior_log_intercept": fit["log_intercept"],
         "prior_slope_per_cycle": fit["slope_per_cycle"],
         "prior_scale": prior_scale,
         "gain_correction": gain_correction,
         "ring_gain_min": float(mean_gain[: int(0.5 * ring_scale)].min()),  # up to the fine Nyquist
     }
-    return image, info

@@ -1,8 +1,7 @@
-"""Shift-aware cryo-ZSSR: a small CNN trained per movie from its own frames (self-supervised), 2x output.
+"""Experimental: shift-aware cryo-ZSSR, a small CNN trained per movie from its own frames (self-supervised), 2x output.
 
-Two ways of building the self-supervised training pairs (``ZssrConfig.pairing``):
-
-``halves`` (default) -- Noise2Noise at the output scale. The even and the odd frames are unaliased
+It does not beat linear reconstruction in the benchmarks (docs/benchmarks/superres.md); drizzle is
+the default. Training pairs: Noise2Noise at the output scale. The even and the odd frames are unaliased
 separately onto the 2x grid with the Wiener method (``cryosr.core.superres.wiener``: every frame on
 its native LR grid with its own sub-pixel shift, exposure filter and 2x2 pixel integration), so the
 two half reconstructions carry the same beyond-Nyquist signal with independent counting noise. The
@@ -15,14 +14,6 @@ if it beats, on the held-out strip, the best radially symmetric linear filter of
 on the training area; such a filter changes no Fourier ring correlation) by more than three
 standard errors of the paired per-block difference; otherwise the network is set to the identity
 and the output is the plain Wiener reconstruction.
-
-``scale`` -- the pairing of the seed paper (Huang et al. 2023), made shift-aware, kept for
-comparison: the LR frames are 2x2-binned once more; the *later* frames (more damaged) are drizzled
-in groups onto the LR grid with their halved shifts and the target is the aligned exposure-weighted
-sum of the *early* frames at the LR grid (disjoint frames, independent noise). At inference the same
-network is applied one scale up to groups of all frames drizzled onto the 2x grid. Measured on
-simulated movies (README, section superres) it fails: counting statistics and the CTF are not
-scale-invariant, so what the network learns one scale down does not transfer one scale up.
 
 The network works on the coarse grid (pixel-unshuffle of the fine-grid channels) and returns to the
 fine grid with a pixel-shuffle.
@@ -41,30 +32,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from cryosr.core.device import inference_autocast, to_channels_last
-from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.errors import InputError
-from cryosr.core.fourier import bin_sum
-from cryosr.core.shifts import fourier_shift
-from cryosr.core.superres.drizzle import drizzle
+from cryosr.core.spectral import rfft_radius, ring_index, ring_sum
+from cryosr.core.tiling import round_up, tiled_apply
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PAIRINGS",
+    "MIN_FRAMES",
     "ZssrConfig",
     "ZssrNet",
-    "group_drizzles",
-    "infer_zssr",
     "make_net",
-    "min_frames",
     "refine_zssr",
     "set_identity",
-    "train_zssr",
     "train_zssr_halves",
 ]
-
-
-PAIRINGS = ("halves", "scale")
 
 
 @dataclass(frozen=True)
@@ -73,12 +55,6 @@ class ZssrConfig:
 
     Attributes
     ----------
-    pairing : str
-        ``halves`` (Noise2Noise between the Wiener reconstructions of the even and odd frames, at
-        the output scale) or ``scale`` (the seed paper's pairing one scale down: later frames
-        2x-binned -> early-frame average).
-    n_groups : int
-        ``scale`` pairing: frame groups = input channels (``halves`` uses one channel).
     features : int
         Convolution width.
     depth : int
@@ -91,32 +67,27 @@ class ZssrConfig:
         Crops per step.
     learning_rate : float
         Adam learning rate.
-    early_fraction : float
-        ``scale`` pairing: fraction of the frames (the earliest) that forms the training target.
     validation_fraction : float
-        ``halves`` pairing: fraction of the image width held out for model selection.
+        fraction of the image width held out for model selection.
     eval_every : int
-        ``halves`` pairing: steps between evaluations on the held-out strip.
+        steps between evaluations on the held-out strip.
     train_region : int
-        ``halves`` pairing: edge (LR pixels) of the central region whose half reconstructions are
+        edge (LR pixels) of the central region whose half reconstructions are
         trained on (bounds the cost on 4k movies; 0: the whole frame).
     select : bool
-        ``halves`` pairing: keep the evaluated state with the lowest held-out loss, or the identity
+        keep the evaluated state with the lowest held-out loss, or the identity
         when no state beats the radial linear filter (one movie's output). False: keep the last state
         (training shared over several movies, where one movie's strip must not reset the network).
     seed : int
         Seed of the crop sampler and of the weight initialisation.
     """
 
-    pairing: str = "halves"
-    n_groups: int = 4
     features: int = 32
     depth: int = 5
     iterations: int = 150
     crop: int = 64
     batch: int = 8
     learning_rate: float = 1e-3
-    early_fraction: float = 0.4
     validation_fraction: float = 0.2
     eval_every: int = 25
     train_region: int = 512
@@ -124,14 +95,10 @@ class ZssrConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.pairing not in PAIRINGS:
-            raise InputError(None, f"zssr: unknown pairing {self.pairing!r}; choose from {', '.join(PAIRINGS)}")
-        if self.n_groups < 1 or self.features < 1 or self.depth < 2:
-            raise InputError(None, "zssr: n_groups >= 1, features >= 1 and depth >= 2 are required")
+        if self.features < 1 or self.depth < 2:
+            raise InputError(None, "zssr: features >= 1 and depth >= 2 are required")
         if self.iterations < 0 or self.crop < 8 or self.crop % 2:
             raise InputError(None, "zssr: iterations >= 0 and an even crop >= 8 are required")
-        if not 0 < self.early_fraction < 1:
-            raise InputError(None, f"zssr: early_fraction must be in (0, 1), got {self.early_fraction}")
         if not 0 < self.validation_fraction < 0.5 or self.eval_every < 1:
             raise InputError(None, "zssr: validation_fraction in (0, 0.5) and eval_every >= 1 are required")
         if self.train_region < 0 or 0 < self.train_region < 32:
@@ -139,16 +106,12 @@ class ZssrConfig:
 
     @property
     def in_channels(self) -> int:
-        """Input channels of the network (1 for ``halves``, ``n_groups`` for ``scale``)."""
-        return 1 if self.pairing == "halves" else self.n_groups
+        """Input channels of the network (one: the Wiener reconstruction)."""
+        return 1
 
 
-def min_frames(config: ZssrConfig) -> int:
-    """Fewest frames the training pairs need.
-
-    ``halves``: two frames per half. ``scale``: >= 1 early frame and one frame per later group.
-    """
-    return 4 if config.pairing == "halves" else config.n_groups + 2
+#: Fewest frames the training pairs need: two frames per half.
+MIN_FRAMES = 4
 
 
 class ZssrNet(nn.Module):
@@ -217,13 +180,10 @@ def _radial_n2n_filter(a: torch.Tensor, b: torch.Tensor, n_rings: int = 32) -> t
     Returns ring centres (cycles/pixel, 0..0.71) and gains, `(n_rings,)` each.
     """
     fa, fb = torch.fft.rfft2(a.double()), torch.fft.rfft2(b.double())
-    ky = torch.fft.fftfreq(a.shape[-2], device=a.device, dtype=torch.float64)[:, None]
-    kx = torch.fft.rfftfreq(a.shape[-1], device=a.device, dtype=torch.float64)[None, :]
     edge = 0.5 * math.sqrt(2)
-    ring = (torch.sqrt(ky**2 + kx**2) / edge * n_rings).long().clamp(max=n_rings - 1).expand_as(fa.real).flatten()
-    zeros = torch.zeros(n_rings, dtype=torch.float64, device=a.device)
-    num = zeros.index_add(0, ring, (fa * fb.conj()).real.flatten())
-    den = zeros.index_add(0, ring, (fa.abs() ** 2).flatten())
+    ring = ring_index(rfft_radius(tuple(a.shape[-2:]), device=a.device) / edge, n_rings, floor=True, n_rings=n_rings)
+    num = ring_sum((fa * fb.conj()).real, ring, n_rings)
+    den = ring_sum(fa.abs() ** 2, ring, n_rings)
     gain = (num / den.clamp(min=1e-30)).clamp(0.0, 1.0)
     centres = (torch.arange(n_rings, device=a.device, dtype=torch.float64) + 0.5) * edge / n_rings
     return centres, gain
@@ -241,14 +201,115 @@ def _apply_radial(image: torch.Tensor, ring_filter: tuple[torch.Tensor, torch.Te
     """Filter `(h, w)` by a radial gain profile (linear interpolation between ring centres)."""
     centres, gain = ring_filter
     h, w = image.shape
-    ky = torch.fft.fftfreq(h, device=image.device, dtype=torch.float64)[:, None]
-    kx = torch.fft.rfftfreq(w, device=image.device, dtype=torch.float64)[None, :]
-    f = torch.sqrt(ky**2 + kx**2)
+    f = rfft_radius((h, w), device=image.device)
     pos = ((f - centres[0]) / (centres[1] - centres[0])).clamp(0, len(centres) - 1)
     lo = pos.floor().long().clamp(max=len(centres) - 2)
     frac = pos - lo
     g = gain[lo] * (1 - frac) + gain[lo + 1] * frac
     return torch.fft.irfft2(torch.fft.rfft2(image.double()) * g, s=(h, w)).to(image.dtype)
+
+
+def _state(net: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@dataclass
+class _HalvesPair:
+    """The two normalised half reconstructions `(1, 1, H, W)`, split into a training area and a held-out strip."""
+
+    xa: torch.Tensor
+    xb: torch.Tensor
+    mean: float
+    std: float
+    val_w: int
+    train_w: int
+    x0: int
+    crop: int
+
+    @classmethod
+    def of(cls, half_a: torch.Tensor, half_b: torch.Tensor, receptive_radius: int, config: ZssrConfig) -> _HalvesPair:
+        big_h, big_w = half_a.shape
+        mean = float((half_a + half_b).mean()) / 2
+        std = float((half_a - half_b).std()) / math.sqrt(2) or 1.0  # noise-dominated scale of one half
+        # held-out strip: the last columns; training crops stay left of it (plus the receptive margin)
+        margin = receptive_radius + receptive_radius % 2
+        val_w = max(4, 2 * round(config.validation_fraction * big_w / 2))
+        train_w = big_w - val_w - margin
+        crop = min(config.crop, big_h - big_h % 2, train_w - train_w % 2)
+        if crop < 8:
+            raise InputError(None, f"zssr: reconstruction {big_h}x{big_w} is too small to train on")
+        xa, xb = (((h - mean) / std)[None, None] for h in (half_a, half_b))
+        return cls(xa, xb, mean, std, val_w, train_w, max(0, big_w - val_w - margin), crop)
+
+    @torch.no_grad()
+    def held_out_map(self, model: nn.Module) -> torch.Tensor:
+        """Per-pixel Noise2Noise loss `(H, val_w)` on the strip, both directions averaged."""
+        was_training = model.training
+        model.eval()
+        pa = model(self.xa[..., self.x0 :])[0, 0, :, -self.val_w :]
+        pb = model(self.xb[..., self.x0 :])[0, 0, :, -self.val_w :]
+        model.train(was_training)
+        return ((pa - self.xb[0, 0, :, -self.val_w :]) ** 2 + (pb - self.xa[0, 0, :, -self.val_w :]) ** 2) / 2
+
+    def held_out_loss(self, model: nn.Module) -> float:
+        return float(self.held_out_map(model).mean())
+
+    def linear_baseline(self) -> tuple[torch.Tensor, float]:
+        """Held-out loss map of the best radially symmetric linear filter (fitted on the training area;
+        a Wiener filter, which changes no FRC) -- what every network must beat -- and the best global gain."""
+        ta, tb = self.xa[0, 0, :, : self.train_w], self.xb[0, 0, :, : self.train_w]
+        shrink = float((ta * tb).sum() / (ta * ta).sum().clamp(min=1e-12))
+        ring_filter = _radial_n2n_filter(ta, tb)
+        fa, fb = _apply_radial(self.xa[0, 0], ring_filter), _apply_radial(self.xb[0, 0], ring_filter)
+        v = self.val_w
+        baseline = ((fa[:, -v:] - self.xb[0, 0, :, -v:]) ** 2 + (fb[:, -v:] - self.xa[0, 0, :, -v:]) ** 2) / 2
+        return baseline, min(max(shrink, 0.0), 1.0)
+
+    def batch(self, gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random crops of one half and the same crops of the other, randomly rotated/flipped."""
+        pair = torch.cat([self.xa, self.xb])  # (2, 1, H, W)
+        crop, big_h = self.crop, self.xa.shape[-2]
+        ys = torch.randint(0, big_h - crop + 1, (n,), generator=gen).tolist()
+        xs = torch.randint(0, self.train_w - crop + 1, (n,), generator=gen).tolist()
+        which = torch.randint(0, 2, (n,), generator=gen).tolist()
+        ks = torch.randint(0, 8, (n,), generator=gen).tolist()
+        inp = torch.cat([_dihedral(pair[w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
+        tgt = torch.cat([_dihedral(pair[1 - w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
+        return inp[:, None], tgt[:, None]
+
+
+def _train_loop(net: ZssrNet, pair: _HalvesPair, config: ZssrConfig, start: float,
+                callback: Callable[[int, int], None] | None) -> tuple[tuple, list[float]]:  # fmt: skip
+    """Adam steps on random crop pairs; every ``eval_every`` steps the held-out loss picks the best state."""
+    best = (start, _state(net), 0)
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    losses = []
+    for step in range(1, config.iterations + 1):
+        inp, tgt = pair.batch(gen, config.batch)
+        loss = F.mse_loss(net(inp), tgt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % config.eval_every == 0 or step == config.iterations:
+            value = pair.held_out_loss(net)
+            if value < best[0]:
+                best = (value, _state(net), step)
+        if callback is not None:
+            callback(step, config.iterations)
+    return best, losses
+
+
+def _keep_if_better(net: ZssrNet, pair: _HalvesPair, baseline_map: torch.Tensor, select: bool, step: int) -> tuple[float, int]:
+    """Paired comparison with the linear baseline on the strip, in 8x8-pixel blocks (neighbouring pixels are
+    correlated): the network is kept only if better by more than 3 standard errors, else set to the identity."""
+    diff = _block_means(pair.held_out_map(net) - baseline_map, 8)
+    t_stat = float(diff.mean() / (diff.std() / math.sqrt(diff.numel())).clamp(min=1e-30)) if diff.numel() > 1 else 0.0
+    if select and not t_stat < -3.0:  # not clearly better than a radial linear filter (which changes no FRC)
+        set_identity(net)
+        return t_stat, -1
+    return t_stat, step
 
 
 def train_zssr_halves(
@@ -267,7 +328,7 @@ def train_zssr_halves(
         `(H, W)` fine-grid reconstructions of the even and of the odd frames (same intensity
         scale, independent noise), e.g. ``wiener_unalias`` of each half.
     config : ZssrConfig
-        Options (``pairing`` must be ``halves``).
+        Options.
     net : ZssrNet | None
         Start from these weights (dataset mode, pretrained init); a new identity network when None.
     callback : Callable[[int, int], None] | None
@@ -286,91 +347,24 @@ def train_zssr_halves(
         filter by 3 standard errors, the network is set to the identity), ``shrink`` (best global gain, the new network's start), ``half_mean``,
         ``half_std`` (normalisation), ``seconds``.
     """
-    if config.pairing != "halves":
-        raise InputError(None, f"train_zssr_halves needs pairing 'halves', got {config.pairing!r}")
     if half_a.shape != half_b.shape or half_a.ndim != 2:
         raise InputError(None, f"zssr: two (H, W) halves of one shape needed, got {tuple(half_a.shape)}, {tuple(half_b.shape)}")
     t0 = time.perf_counter()
-    big_h, big_w = half_a.shape
-    mean = float((half_a + half_b).mean()) / 2
-    std = float((half_a - half_b).std()) / math.sqrt(2) or 1.0  # noise-dominated scale of one half
-    xa = ((half_a - mean) / std)[None, None]
-    xb = ((half_b - mean) / std)[None, None]
     fresh = net is None
-    if net is None:
-        net = make_net(config)
-    net = net.to(half_a.device)
-    # held-out strip: the last columns; training crops stay left of it (plus the receptive margin)
-    margin = net.receptive_radius + net.receptive_radius % 2
-    val_w = max(4, 2 * round(config.validation_fraction * big_w / 2))
-    train_w = big_w - val_w - margin
-    crop = min(config.crop, big_h - big_h % 2, train_w - train_w % 2)
-    if crop < 8:
-        raise InputError(None, f"zssr: reconstruction {big_h}x{big_w} is too small to train on")
-    x0 = max(0, big_w - val_w - margin)
-
-    @torch.no_grad()
-    def held_out_map(model: nn.Module) -> torch.Tensor:
-        """Per-pixel Noise2Noise loss `(H, val_w)` on the strip, both directions averaged."""
-        was_training = model.training
-        model.eval()
-        pa = model(xa[..., x0:])[0, 0, :, -val_w:]
-        pb = model(xb[..., x0:])[0, 0, :, -val_w:]
-        model.train(was_training)
-        return ((pa - xb[0, 0, :, -val_w:]) ** 2 + (pb - xa[0, 0, :, -val_w:]) ** 2) / 2
-
-    def held_out_loss(model: nn.Module) -> float:
-        return float(held_out_map(model).mean())
-
-    # baseline every network must beat: the best radially symmetric linear filter of the input
-    # (a Wiener filter, which changes no FRC), fitted on the training area, scored on the strip
-    ta, tb = xa[0, 0, :, :train_w], xb[0, 0, :, :train_w]
-    shrink = float((ta * tb).sum() / (ta * ta).sum().clamp(min=1e-12))
-    shrink = min(max(shrink, 0.0), 1.0)
-    ring_filter = _radial_n2n_filter(ta, tb)
-    fa, fb = _apply_radial(xa[0, 0], ring_filter), _apply_radial(xb[0, 0], ring_filter)
-    baseline_map = ((fa[:, -val_w:] - xb[0, 0, :, -val_w:]) ** 2 + (fb[:, -val_w:] - xa[0, 0, :, -val_w:]) ** 2) / 2
+    net = (make_net(config) if net is None else net).to(half_a.device)
+    pair = _HalvesPair.of(half_a, half_b, net.receptive_radius, config)
+    baseline_map, shrink = pair.linear_baseline()
     identity = float(baseline_map.mean())
     if fresh:
         with torch.no_grad():
             net.gain.fill_(shrink)  # start from the linear baseline
     net.train()
-    start = held_out_loss(net)
-    best = (start, {k: v.detach().clone() for k, v in net.state_dict().items()}, 0)
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-    pair = torch.cat([xa, xb])  # (2, 1, H, W)
-    losses = []
-    for step in range(1, config.iterations + 1):
-        ys = torch.randint(0, big_h - crop + 1, (config.batch,), generator=gen).tolist()
-        xs = torch.randint(0, train_w - crop + 1, (config.batch,), generator=gen).tolist()
-        which = torch.randint(0, 2, (config.batch,), generator=gen).tolist()
-        ks = torch.randint(0, 8, (config.batch,), generator=gen).tolist()
-        inp = torch.cat([_dihedral(pair[w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
-        tgt = torch.cat([_dihedral(pair[1 - w, :, y : y + crop, x : x + crop], k) for y, x, w, k in zip(ys, xs, which, ks)])
-        loss = F.mse_loss(net(inp[:, None]), tgt[:, None])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % config.eval_every == 0 or step == config.iterations:
-            value = held_out_loss(net)
-            if value < best[0]:
-                best = (value, {k: v.detach().clone() for k, v in net.state_dict().items()}, step)
-        if callback is not None:
-            callback(step, config.iterations)
-    select = config.select
-    if not select:
-        best = (held_out_loss(net), {k: v.detach().clone() for k, v in net.state_dict().items()}, config.iterations)
+    start = pair.held_out_loss(net)
+    best, losses = _train_loop(net, pair, config, start, callback)
+    if not config.select:
+        best = (pair.held_out_loss(net), _state(net), config.iterations)
     net.load_state_dict(best[1])
-    best_step = best[2]
-    # paired comparison with the baseline on the strip, in 8x8-pixel blocks (neighbouring pixels are
-    # correlated): the network is kept only if it is better by more than 3 standard errors
-    diff = _block_means(held_out_map(net) - baseline_map, 8)
-    t_stat = float(diff.mean() / (diff.std() / math.sqrt(diff.numel())).clamp(min=1e-30)) if diff.numel() > 1 else 0.0
-    if select and not t_stat < -3.0:  # not clearly better than a radial linear filter (which changes no FRC)
-        set_identity(net)
-        best_step = -1
+    t_stat, best_step = _keep_if_better(net, pair, baseline_map, config.select, best[2])
     n = max(1, len(losses) // 10)
     info = {
         "pairing": "halves",
@@ -383,8 +377,8 @@ def train_zssr_halves(
         "shrink": shrink,
         "best_step": best_step,
         "iterations": config.iterations,
-        "half_mean": mean,
-        "half_std": std,
+        "half_mean": pair.mean,
+        "half_std": pair.std,
         "seconds": time.perf_counter() - t0,
     }
     logger.debug("zssr halves: held-out loss identity %.4g, start %.4g, kept %.4g (step %d)",
@@ -421,207 +415,16 @@ def refine_zssr(net: ZssrNet, image: torch.Tensor, *, half_mean: float, half_std
     return (out * half_std + half_mean) * ratio
 
 
-def _groups(indices: list[int], n_groups: int) -> list[list[int]]:
-    n = len(indices)
-    bounds = [round(i * n / n_groups) for i in range(n_groups + 1)]
-    return [indices[bounds[i] : bounds[i + 1]] for i in range(n_groups)]
-
-
-def group_drizzles(
-    frames: torch.Tensor,
-    shifts_yx_px: torch.Tensor,
-    frame_indices: list[int],
-    n_groups: int,
-    *,
-    dose_per_frame: float,
-    pixel_size_a: float,
-    pre_exposure: float = 0.0,
-    voltage_kv: float = 300.0,
-) -> torch.Tensor:
-    """Drizzle consecutive groups of ``frame_indices`` onto the 2x grid.
-
-    Returns
-    -------
-    groups : torch.Tensor
-        `(n_groups, 2h, 2w)` dose-weighted group drizzles, each divided by its frame count (counts per
-        fine pixel per frame).
-    """
-    out = []
-    for group in _groups(frame_indices, n_groups):
-        sel = torch.tensor(group, device=frames.device)
-        img = drizzle(
-            frames[sel],
-            shifts_yx_px[sel],
-            dose_per_frame=dose_per_frame,
-            pixel_size_a=pixel_size_a,
-            pre_exposure=pre_exposure + dose_per_frame * group[0],
-            voltage_kv=voltage_kv,
-        )
-        out.append(img / len(group))
-    return torch.stack(out)
-
-
-def _normalise(x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-    mean = float(x.mean())
-    std = float(x.std()) or 1.0
-    return (x - mean) / std, mean, std
-
-
-def train_zssr(
-    frames: torch.Tensor,
-    shifts_yx_px: torch.Tensor,
-    *,
-    dose_per_frame: float,
-    pixel_size_a: float,
-    pre_exposure: float = 0.0,
-    voltage_kv: float = 300.0,
-    config: ZssrConfig = ZssrConfig(pairing="scale"),
-    net: ZssrNet | None = None,
-    callback: Callable[[int, int], None] | None = None,
-) -> tuple[ZssrNet, dict]:
-    """``scale`` pairing: train (or fine-tune ``net``) on early/late frame pairs at the 2x coarser scale.
-
-    Parameters
-    ----------
-    frames : torch.Tensor
-        `(t, h, w)` LR frames (counts), h and w divisible by 4.
-    shifts_yx_px : torch.Tensor
-        `(t, 2)` shifts in LR pixels.
-    dose_per_frame, pixel_size_a, pre_exposure, voltage_kv : float
-        Acquisition (LR pixel in Å).
-    config : ZssrConfig
-        Options.
-    net : ZssrNet | None
-        Start from these weights (dataset mode, pretrained init); new when None.
-    callback : Callable[[int, int], None] | None
-        Called as ``callback(step, total)`` after every step (progress, abort polling).
-
-    Returns
-    -------
-    net : ZssrNet
-        The trained network (eval mode).
-    info : dict
-        ``loss_first``, ``loss_last`` (means over the first/last 10 % of steps), ``seconds``.
-    """
-    if config.pairing != "scale":
-        raise InputError(None, f"train_zssr needs pairing 'scale', got {config.pairing!r} (see train_zssr_halves)")
-    t, h, w = frames.shape
-    if t < min_frames(config):
-        raise InputError(None, f"zssr needs at least {min_frames(config)} frames for its training pairs, got {t}")
-    if h % 4 or w % 4:
-        raise InputError(None, f"zssr needs frame sizes divisible by 4, got {(h, w)}")
-    t0 = time.perf_counter()
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    if net is None:
-        net = make_net(config)
-    net = net.to(frames.device).train()
-    n_early = max(1, round(config.early_fraction * t))
-    later = list(range(n_early, t))
-    if len(later) < config.n_groups:
-        n_early = t - config.n_groups
-        later = list(range(n_early, t))
-    coarse = bin_sum(frames, 2)  # (t, h/2, w/2), pixel 2x larger
-    coarse_shifts = shifts_yx_px / 2
-    inputs = group_drizzles(
-        coarse, coarse_shifts, later, config.n_groups,
-        dose_per_frame=dose_per_frame, pixel_size_a=2 * pixel_size_a, pre_exposure=pre_exposure, voltage_kv=voltage_kv,
-    )  # (g, h, w) on the LR grid
-    early = fourier_shift(frames[:n_early], -shifts_yx_px[:n_early].to(frames.dtype))
-    target = dose_weighted_sum(early, dose_per_frame, pixel_size_a, pre_exposure=pre_exposure, voltage_kv=voltage_kv)
-    target = target / n_early
-    inputs, in_mean, in_std = _normalise(inputs)
-    target = (target - in_mean) / in_std
-    crop = min(config.crop, h - h % 2, w - w % 2)
-    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-    losses = []
-    for _ in range(config.iterations):
-        ys = torch.randint(0, h - crop + 1, (config.batch,), generator=gen)
-        xs = torch.randint(0, w - crop + 1, (config.batch,), generator=gen)
-        x_b = torch.stack([inputs[:, y : y + crop, x : x + crop] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)])
-        t_b = torch.stack([target[None, y : y + crop, x : x + crop] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)])
-        loss = F.mse_loss(net(x_b), t_b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if callback is not None:
-            callback(len(losses), config.iterations)
-    n = max(1, len(losses) // 10)
-    info = {
-        "pairing": "scale",
-        "loss_first": sum(losses[:n]) / n if losses else None,
-        "loss_last": sum(losses[-n:]) / n if losses else None,
-        "iterations": config.iterations,
-        "n_early_frames": n_early,
-        "seconds": time.perf_counter() - t0,
-    }
-    logger.debug("zssr training: loss %.4g -> %.4g", info["loss_first"] or 0.0, info["loss_last"] or 0.0)
-    return net.eval(), info
-
-
-@torch.no_grad()
-def infer_zssr(
-    net: ZssrNet,
-    frames: torch.Tensor,
-    shifts_yx_px: torch.Tensor,
-    *,
-    dose_per_frame: float,
-    pixel_size_a: float,
-    pre_exposure: float = 0.0,
-    voltage_kv: float = 300.0,
-    n_groups: int = 4,
-    tile: int = 0,
-) -> torch.Tensor:
-    """``scale`` pairing: apply the network one scale up to groups of all frames drizzled onto the 2x grid.
-
-    Parameters
-    ----------
-    net : ZssrNet
-        Trained network.
-    frames : torch.Tensor
-        `(t, h, w)` LR frames.
-    shifts_yx_px : torch.Tensor
-        `(t, 2)` shifts in LR pixels.
-    dose_per_frame, pixel_size_a, pre_exposure, voltage_kv : float
-        Acquisition.
-    n_groups : int
-        Must equal the network's.
-    tile : int
-        Fine-grid tile edge for the network pass (0: whole image). Tiles overlap by the receptive
-        field, so tiled and untiled outputs agree to float precision.
-
-    Returns
-    -------
-    image : torch.Tensor
-        `(2h, 2w)` in counts per fine pixel summed over frames.
-    """
-    t = frames.shape[0]
-    groups = group_drizzles(
-        frames, shifts_yx_px, list(range(t)), n_groups,
-        dose_per_frame=dose_per_frame, pixel_size_a=pixel_size_a, pre_exposure=pre_exposure, voltage_kv=voltage_kv,
-    )
-    x, mean, std = _normalise(groups)
-    out = _run_tiled(net, x[None], tile)[0, 0]
-    return (out * std + mean) * t
-
-
-def _run_tiled(net: nn.Module, x: torch.Tensor, tile: int) -> torch.Tensor:
-    """Run a local network over `(1, c, H, W)` in tiles with margins of its receptive radius."""
+def _run_tiled(net: ZssrNet, x: torch.Tensor, tile: int) -> torch.Tensor:
+    """Run the network over `(1, c, H, W)` in tiles with margins of its receptive radius (tiled = untiled)."""
     big_h, big_w = x.shape[-2:]
     net = to_channels_last(net)  # on CUDA only (cryosr.core.device), like the fp16 autocast below
-    if tile <= 0 or (tile >= big_h and tile >= big_w):
+
+    def piece(rows: slice, cols: slice) -> torch.Tensor:
         with inference_autocast(x.device):
-            return net(to_channels_last(x)).to(x.dtype)
-    margin = getattr(net, "receptive_radius", 16)
-    margin += margin % 2
-    tile -= tile % 2
-    out = x.new_zeros(1, 1, big_h, big_w)
-    for y0 in range(0, big_h, tile):
-        for x0 in range(0, big_w, tile):
-            y1, x1 = min(y0 + tile, big_h), min(x0 + tile, big_w)
-            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
-            yb, xb = min(big_h, y1 + margin), min(big_w, x1 + margin)
-            with inference_autocast(x.device):
-                res = net(to_channels_last(x[..., ya:yb, xa:xb]))
-            out[..., y0:y1, x0:x1] = res[..., y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
-    return out
+            return net(to_channels_last(x[..., rows, cols])).to(x.dtype)
+
+    if tile <= 0 or (tile >= big_h and tile >= big_w):
+        return piece(slice(None), slice(None))
+    margin = round_up(net.receptive_radius, 2)
+    return tiled_apply(piece, x.new_zeros(1, 1, big_h, big_w), (big_h, big_w), tile=tile - tile % 2, margin=margin)

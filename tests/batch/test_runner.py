@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.batch import ClusterConfig, MovieRunner, remove_stale_temps
 from cryosr.core.batch.cluster import jobqueue_kwargs, make_jobqueue_cluster
 from cryosr.core.batch.prefetch import Prefetcher, read_ahead
@@ -21,6 +22,8 @@ from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.reconstruct import SuperresConfig
 
 PIXEL_SIZE_A = 1.0
+ACQ = Acquisition(PIXEL_SIZE_A, 1.0)
+NO_DOSE = Acquisition(PIXEL_SIZE_A)
 
 
 def run_movie_tasks(tasks, config, *, process_fn=process_superres, overwrite=False, on_record=None, **runner_kw):
@@ -64,7 +67,7 @@ def make_tasks(movie_dir: Path, out_dir: Path, n: int) -> list[MovieTask]:
             movie_path=movie_dir / f"movie_{i:04d}.mrcs",
             out_path=out_dir / f"movie_{i:04d}_sr.mrc",
             lr_sum_path=out_dir / f"movie_{i:04d}_sum.mrc",
-            dose_per_frame=1.0,
+            acquisition=ACQ,
         )
         for i in range(n)
     ]
@@ -122,7 +125,7 @@ def cluster_run(movie_dir, tmp_path_factory):
         MovieTask(
             movie_path=movie_dir / "movie_0003.mrcs",
             out_path=out / "movie_0003_sr.mrc",
-            dose_per_frame=1.0,
+            acquisition=ACQ,
             extra={"fault": "die_once", "marker": str(out / "die_once.marker")},
         )
     )
@@ -130,11 +133,11 @@ def cluster_run(movie_dir, tmp_path_factory):
         MovieTask(
             movie_path=movie_dir / "movie_0004.mrcs",
             out_path=out / "movie_0004_sr.mrc",
-            dose_per_frame=1.0,
+            acquisition=ACQ,
             extra={"fault": "always_fail", "counter": str(out / "always_fail.count")},
         )
     )
-    tasks.append(MovieTask(movie_path=movie_dir / "movie_0005.mrcs", out_path=out / "movie_0005_sr.mrc"))
+    tasks.append(MovieTask(movie_path=movie_dir / "movie_0005.mrcs", out_path=out / "movie_0005_sr.mrc", acquisition=NO_DOSE))
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)  # workers cannot import the test module
     try:
@@ -227,9 +230,9 @@ def flaky_in_process(
 def test_in_process_retry_once_then_report(movie_dir, tmp_path):
     calls.clear()
     tasks = [
-        MovieTask(movie_dir / "movie_0000.mrcs", tmp_path / "a.mrc", dose_per_frame=1.0, extra={"failures": 1}),
-        MovieTask(movie_dir / "movie_0001.mrcs", tmp_path / "b.mrc", dose_per_frame=1.0, extra={"failures": 2}),
-        MovieTask(movie_dir / "movie_0002.mrcs", tmp_path / "c.mrc", dose_per_frame=1.0),
+        MovieTask(movie_dir / "movie_0000.mrcs", tmp_path / "a.mrc", ACQ, extra={"failures": 1}),
+        MovieTask(movie_dir / "movie_0001.mrcs", tmp_path / "b.mrc", ACQ, extra={"failures": 2}),
+        MovieTask(movie_dir / "movie_0002.mrcs", tmp_path / "c.mrc", ACQ),
     ]
     records = run_movie_tasks(tasks, CONFIG, device_spec="cpu", progress=False, process_fn=flaky_in_process)
     assert "error" not in records[0] and tasks[0].out_path.exists()
@@ -241,7 +244,7 @@ def test_in_process_retry_once_then_report(movie_dir, tmp_path):
 
 
 def test_remove_stale_temps_only_touches_this_movies_outputs(tmp_path):
-    task = MovieTask(tmp_path / "m.mrcs", tmp_path / "m_sr.mrc", lr_sum_path=tmp_path / "m_sum.mrc")
+    task = MovieTask(tmp_path / "m.mrcs", tmp_path / "m_sr.mrc", ACQ, lr_sum_path=tmp_path / "m_sum.mrc")
     orphans = [tmp_path / ".m_sr.mrc.abc123.tmp", tmp_path / ".m_sum.mrc.x.tmp"]
     keep = [tmp_path / ".other_sr.mrc.abc.tmp", tmp_path / "m_sr.mrc"]
     for p in orphans + keep:
@@ -256,7 +259,7 @@ def test_bad_options_fail_before_any_work(movie_dir, tmp_path):
         run_movie_tasks(tasks, CONFIG, workers=0, progress=False)
     with pytest.raises(InputError, match="not both"):
         run_movie_tasks(tasks, CONFIG, scheduler="tcp://x:1", cluster=ClusterConfig("slurm"), progress=False)
-    clash = [tasks[0], MovieTask(tasks[1].movie_path, tasks[0].out_path)]
+    clash = [tasks[0], MovieTask(tasks[1].movie_path, tasks[0].out_path, ACQ)]
     with pytest.raises(InputError, match="two movies"):
         run_movie_tasks(clash, CONFIG, progress=False)
     with pytest.raises(InputError, match="names one GPU"):
@@ -315,7 +318,7 @@ def test_prefetcher_reads_whole_files(tmp_path):
     (tmp_path / "gain.mrc").write_bytes(b"g" * 100)
     assert read_ahead([tmp_path / "m.mrcs", tmp_path / "missing"]) == len(data)
     p = Prefetcher()
-    p.start(MovieTask(tmp_path / "m.mrcs", tmp_path / "o.mrc", gain_path=tmp_path / "gain.mrc"))
+    p.start(MovieTask(tmp_path / "m.mrcs", tmp_path / "o.mrc", ACQ, gain_path=tmp_path / "gain.mrc"))
     p.wait()
     assert p.n_bytes == len(data) + 100
 
@@ -329,7 +332,7 @@ def cli_dataset_runs(movie_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     movies = [str(movie_dir / f"movie_{i:04d}.mrcs") for i in range(3)]
     common = ["superres", *movies, "--dose-per-frame", "1", "--device", "cpu", "--method", "zssr",
-              "--mode", "dataset", "--train-movies", "1", "--train-iterations", "4", "--iterations", "3", "--tile", "0"]  # fmt: skip
+              "--mode", "dataset", "--train-movies", "1", "--train-iterations", "4", "--iterations", "3", "--zssr-tile", "0"]  # fmt: skip
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # as each single-threaded worker (conv reductions depend on the thread count)
     try:
@@ -361,16 +364,21 @@ def test_cli_workers_dataset_mode_matches_one_process(cli_dataset_runs):
 
 
 def test_cli_reports_a_bad_movie_and_finishes_the_others(movie_dir, tmp_path, capsys):
+    """A movie whose data turn out bad fails alone (the others finish); an unreadable header fails before any output."""
     from cryosr.core.cli.main import main
 
     out = tmp_path / "sr"
-    good, bad = movie_dir / "movie_0000.mrcs", movie_dir / "movie_0005.mrcs"
-    args = ["superres", str(bad), str(good), "--out", str(out), "--dose-per-frame", "1", "--method", "fourier",
-            "--device", "cpu"]  # fmt: skip
-    assert main(args) == 2
+    good = movie_dir / "movie_0000.mrcs"
+    truncated = tmp_path / "truncated.mrcs"  # a readable header that promises more frames than the file holds
+    truncated.write_bytes(good.read_bytes()[: 1024 + 3 * SIZE * SIZE * 4])
+    base = ["--out", str(out), "--dose-per-frame", "1", "--method", "fourier", "--device", "cpu"]
+    assert main(["superres", str(movie_dir / "movie_0005.mrcs"), str(good), *base]) == 2
+    assert "movie_0005.mrcs: not a readable MRC file" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["superres", str(truncated), str(good), *base]) == 2
     err = capsys.readouterr().err
-    assert "1 of 2 movie(s) failed" in err and "movie_0005.mrcs" in err
-    assert (out / "movie_0000.mrc").exists() and not (out / "movie_0005.mrc").exists()
+    assert "1 of 2 movie(s) failed" in err and "truncated.mrcs" in err
+    assert (out / "movie_0000.mrc").exists() and not (out / "truncated.mrc").exists()
     records = json.loads((out / "superres.json").read_text())["movies"]
     assert records[0]["input_error"] and records[0]["attempts"] == 1 and "error" not in records[1]
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.dose import (
     aligned_dose_weighted_sum,
     critical_exposure_grid,
@@ -42,7 +43,7 @@ def test_max_shift_limits_the_search():
 
 
 def test_dose_filter_values():
-    dose = cumulative_dose(4, 1.0)
+    dose = cumulative_dose(Acquisition(1.0, 1.0), 4)
     torch.testing.assert_close(dose, torch.tensor([0.5, 1.5, 2.5, 3.5]))
     q = dose_filter((64, 64), dose, pixel_size_a=1.0)
     assert q.shape == (4, 64, 33)
@@ -56,9 +57,9 @@ def test_dose_filter_values():
 def test_dose_weighted_sum_matches_plain_sum_at_low_frequency_and_without_damage():
     g = torch.Generator().manual_seed(0)
     frames = torch.poisson(torch.full((10, 32, 32), 3.0), generator=g)
-    out = dose_weighted_sum(frames, dose_per_frame=1.0, pixel_size_a=1.0)
+    out = dose_weighted_sum(frames, Acquisition(1.0, 1.0))
     assert abs(out.mean().item() - frames.sum(0).mean().item()) < 1e-3
-    tiny = dose_weighted_sum(frames, dose_per_frame=1e-6, pixel_size_a=1.0)
+    tiny = dose_weighted_sum(frames, Acquisition(1.0, 1e-6))
     torch.testing.assert_close(tiny, frames.sum(0), atol=1e-3, rtol=0)
 
 
@@ -66,18 +67,27 @@ def test_aligned_dose_weighted_sum_equals_shift_then_sum_in_any_chunking():
     g = torch.Generator().manual_seed(1)
     frames = torch.poisson(torch.full((7, 48, 40), 4.0), generator=g)
     shifts = torch.randn(7, 2, generator=g) * 2.5
-    want = dose_weighted_sum(fourier_shift(frames, -shifts), 1.2, 0.9, pre_exposure=0.5, voltage_kv=200.0)
+    acq = Acquisition(0.9, 1.2, pre_exposure_e_a2=0.5, voltage_kv=200.0)
+    want = dose_weighted_sum(fourier_shift(frames, -shifts), acq)
     for chunk in (None, 1, 3):
-        got = aligned_dose_weighted_sum(frames, shifts, 1.2, 0.9, pre_exposure=0.5, voltage_kv=200.0, chunk_frames=chunk)
+        got = aligned_dose_weighted_sum(frames, shifts, acq, chunk_frames=chunk)
         assert got.dtype == frames.dtype and got.shape == (48, 40)
         torch.testing.assert_close(got, want, atol=1e-4 * float(want.abs().max()), rtol=0)
-    zero = aligned_dose_weighted_sum(frames.double(), torch.zeros(7, 2), 1.2, 0.9, chunk_frames=2)
-    torch.testing.assert_close(zero, dose_weighted_sum(frames.double(), 1.2, 0.9), atol=1e-9, rtol=0)
+    zero = aligned_dose_weighted_sum(frames.double(), torch.zeros(7, 2), Acquisition(0.9, 1.2), chunk_frames=2)
+    torch.testing.assert_close(zero, dose_weighted_sum(frames.double(), Acquisition(0.9, 1.2)), atol=1e-9, rtol=0)
 
 
 def test_dose_filter_on_a_precomputed_grid_is_dose_filter():
-    dose = cumulative_dose(5, 1.7, pre_exposure=2.0)
+    dose = cumulative_dose(Acquisition(1.1, 1.7, pre_exposure_e_a2=2.0), 5)
     grid = critical_exposure_grid((32, 48), 1.1, rfft=False)
     torch.testing.assert_close(
         dose_filter_on_grid(grid, dose, voltage_kv=100.0), dose_filter((32, 48), dose, 1.1, voltage_kv=100.0, rfft=False)
     )
+
+
+def test_left_out_frames_keep_their_place_in_the_exposure():
+    """--exclude-frames: the frames after a dropped one are as damaged as if it had been kept."""
+    acq = Acquisition(1.0, 2.0, pre_exposure_e_a2=1.0).without_frames({0, 2}, 5)
+    assert acq.frame_numbers == (1, 3, 4)
+    torch.testing.assert_close(cumulative_dose(acq, 3), torch.tensor([4.0, 8.0, 10.0]))
+    torch.testing.assert_close(cumulative_dose(acq, 2, frame_index=torch.tensor([0, 2])), torch.tensor([4.0, 10.0]))

@@ -1,36 +1,25 @@
-"""Tiling: identity returns the input, 2x output blends consistently."""
+"""The margin tiler: tiled = untiled for a local operation whose radius fits in the margin."""
 
-import pytest
+from __future__ import annotations
+
 import torch
 
-from cryosr.core.fourier import upsample_bilinear
-from cryosr.core.tiling import TilingConfig, apply_tiled, tile_starts
+from cryosr.core.tiling import round_up, tiled_apply
 
 
-def test_tile_starts_cover_the_image():
-    assert tile_starts(100, 40, 8) == [0, 32, 60]
-    assert tile_starts(30, 40, 8) == [0]
+def _blur_up(x: torch.Tensor) -> torch.Tensor:
+    """A local operation of radius 2 (two 3x3 box blurs), then nearest 2x upsampling."""
+    k = torch.ones(1, 1, 3, 3, dtype=x.dtype) / 9
+    y = torch.nn.functional.conv2d(torch.nn.functional.conv2d(x[None, None], k, padding=1), k, padding=1)[0, 0]
+    return y.repeat_interleave(2, 0).repeat_interleave(2, 1)
 
 
-def test_identity_is_returned_exactly():
-    img = torch.randn(3, 100, 77, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    out = apply_tiled(lambda x: x, img, TilingConfig(tile=32, overlap=6))
-    torch.testing.assert_close(out, img, atol=1e-12, rtol=0)
-
-
-def test_pointwise_2x_function_tiled_equals_untiled():
-    img = torch.randn(64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-
-    def fn(x):
-        return torch.repeat_interleave(torch.repeat_interleave(x, 2, -1), 2, -2) * 2
-
-    torch.testing.assert_close(apply_tiled(fn, img, TilingConfig(24, 4), scale=2), fn(img), atol=1e-12, rtol=0)
-    # a local function (support of one pixel) differs from untiled only where tile edges get weight
-    tiled = apply_tiled(lambda x: upsample_bilinear(x, 2), img, TilingConfig(32, 8), scale=2)
-    full = upsample_bilinear(img, 2)
-    torch.testing.assert_close(tiled[:40, :40], full[:40, :40], atol=1e-12, rtol=0)
-
-
-def test_bad_config():
-    with pytest.raises(ValueError):
-        TilingConfig(tile=16, overlap=8)
+def test_tiled_equals_untiled_with_enough_margin_and_differs_without():
+    x = torch.rand(70, 53, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole = _blur_up(x)
+    for tile in (16, 25, 64, 0):
+        out = tiled_apply(lambda r, c: _blur_up(x[r, c]), x.new_zeros(140, 106), x.shape, tile=tile, margin=2, scale=2)
+        torch.testing.assert_close(out, whole, atol=1e-12, rtol=0)
+    short = tiled_apply(lambda r, c: _blur_up(x[r, c]), x.new_zeros(140, 106), x.shape, tile=16, margin=1, scale=2)
+    assert float((short - whole).abs().max()) > 1e-3  # the check can fail: too small a margin shows
+    assert (round_up(5, 4), round_up(8, 4), round_up(3, 0)) == (8, 8, 3)

@@ -17,6 +17,7 @@ if not IN_CI:  # in CI the extra is required: a missing cryosparc-tools is a col
 
 from cryosparc.dataset import Dataset
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.fourier import fourier_crop
 from cryosr.core.io import read_micrograph, write_mrc
 from cryosr.core.shifts import fourier_shift
@@ -191,7 +192,7 @@ def test_movies_direct_saves_2x_output_with_uids_and_known_pixels(project):
         assert mic.pixel_size_a == pytest.approx(PX / 2, rel=1e-5)
         # oracle: the core run on the same movie with the known shifts (trajectory converted right)
         frames, _ = _movie(i)
-        expect = run_superres(frames, pixel_size_a=PX, dose_per_frame=DOSE / NT, config=SuperresConfig("fourier"), shifts_yx_px=SHIFTS)  # fmt: skip
+        expect = run_superres(frames, Acquisition(PX, DOSE / NT), config=SuperresConfig("fourier"), shifts_yx_px=SHIFTS)  # fmt: skip
         torch.testing.assert_close(mic.data, expect.image.float(), atol=1e-4, rtol=1e-4)
         assert out["micrograph_blob/vmin"][i] < out["micrograph_blob/vmax"][i]
     assert not list((fake.project_dir / ext / "cryosr").glob("*.tmp*"))

@@ -16,7 +16,7 @@ def test_ctf_cli_writes_relion_star_and_pictures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_mrc("mic_a.mrc", ctf_noise_image(512, 1.0, 12000.0, 11500.0, 20.0, seed=11), 1.0)
     write_mrc("mic_b.mrc", ctf_noise_image(512, 0.5, 7000.0, 6900.0, 100.0, seed=12, noise=0.5), 0.5)
-    assert main(["ctf", "mic_a.mrc", "mic_b.mrc", "--out", "CTF", "--tile", "256", "--fit-range", "30:3"]) == 0
+    assert main(["ctf", "mic_a.mrc", "mic_b.mrc", "--out", "CTF", "--spectrum-tile", "256", "--fit-range", "30:3"]) == 0
     optics, mics = read_ctf_star("CTF/micrographs_ctf.star")
     assert list(mics.columns) == [
         "rlnMicrographName",
@@ -51,7 +51,7 @@ def test_ctf_cli_output_is_readable_by_relion(tmp_path, monkeypatch):
     (exe,) = relion_exe("relion_star_printtable")
     monkeypatch.chdir(tmp_path)
     write_mrc("m.mrc", ctf_noise_image(256, 1.0, 10000.0, 9800.0, 45.0, seed=13), 1.0)
-    assert main(["ctf", "m.mrc", "--out", "CTF", "--tile", "128"]) == 0
+    assert main(["ctf", "m.mrc", "--out", "CTF", "--spectrum-tile", "128"]) == 0
     out = subprocess.run(
         [exe, "CTF/micrographs_ctf.star", "data_micrographs", "rlnDefocusU", "rlnDefocusV"],
         capture_output=True,

@@ -8,6 +8,7 @@ import mrcfile
 import pytest
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.cli.main import main
 from cryosr.core.enhance.checkpoint import load_checkpoint, save_checkpoint
 from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
@@ -36,13 +37,17 @@ def test_enhance_cli_writes_movie_and_micrograph_outputs(files):
     with mrcfile.open(out / "mov.mrc") as m:
         assert m.data.shape == (80, 72)
         assert float(m.voxel_size.x) == pytest.approx(0.75)
-        expected = enhance_movie(movie, model, cfg).image
+        expected = enhance_movie(movie, model, cfg, Acquisition(1.5)).image
         torch.testing.assert_close(torch.from_numpy(m.data.copy()), expected, atol=1e-3, rtol=1e-4)
     with mrcfile.open(out / "mic.mrc") as m:
         expected = enhance_micrograph(movie.sum(0), model, cfg).image
         torch.testing.assert_close(torch.from_numpy(m.data.copy()), expected, atol=1e-3, rtol=1e-4)
-    # existing outputs are not replaced without --overwrite
-    assert main([*args, "--device", "cpu"]) == 2
+    # finished outputs are skipped (resume), not replaced without --overwrite
+    mtime = (out / "mov.mrc").stat().st_mtime_ns
+    assert main([*args, "--scale", "2", "--device", "cpu"]) == 0
+    assert (out / "mov.mrc").stat().st_mtime_ns == mtime
+    assert main([*args, "--scale", "2", "--device", "cpu", "--overwrite"]) == 0
+    assert (out / "mov.mrc").stat().st_mtime_ns != mtime
 
 
 @pytest.mark.parametrize(
@@ -125,21 +130,27 @@ def _motion_star(path, n_frames: int):
     return write_star(path, blocks)
 
 
-def test_enhance_cli_shift_count_is_checked_before_any_output(files, capsys):
-    """Second movie has 6 shifts for 5 frames: one-line error naming it, and a.mrc is not written first."""
+def test_enhance_cli_shifts_follow_the_superres_rule(files, capsys, caplog):
+    """--shifts are matched to movies by name (as in superres); shifts that do not cover a movie are not
+    used (it is aligned); a STAR for none of the inputs fails before any output."""
+    import json
+
     tmp, pt, movie = files
     write_mrc(tmp / "a.mrcs", movie, 1.5)
     write_mrc(tmp / "b.mrcs", movie[:5], 1.5)
-    stars = [str(_motion_star(tmp / "a.star", 6)), str(_motion_star(tmp / "b.star", 6))]
     base = ["enhance", str(tmp / "a.mrcs"), str(tmp / "b.mrcs"), "--out", str(tmp / "o"), "--model", str(pt),
             "--device", "cpu"]
-    assert main([*base, "--shifts", *stars]) == 2
+    stray = _motion_star(tmp / "c.star", 6)  # for Movies/c.mrcs
+    assert main([*base, "--shifts", str(stray)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "b.mrcs" in err and "6 shifts in b.star for a movie of 5 frames" in err
-    assert len(err.splitlines()) == 1
+    assert "c.star" in err and "not for a.mrcs" in err and len(err.splitlines()) == 1
     assert not (tmp / "o").exists()
-    stars[1] = str(_motion_star(tmp / "b.star", 5))
-    assert main([*base, "--shifts", *stars]) == 0
+    stars = [str(_motion_star(tmp / "b.star", 6)), str(_motion_star(tmp / "a.star", 6))]  # any order
+    with caplog.at_level("WARNING", logger="cryosr"):
+        assert main([*base, "--shifts", *stars]) == 0
+    assert "b.star: shifts cover frames 1-6 of a 5-frame movie" in caplog.text
+    records = {r["movie"].rsplit("/", 1)[-1]: r for r in json.loads((tmp / "o" / "enhance.json").read_text())["movies"]}
+    assert [s[1] for s in records["a.mrcs"]["shifts_yx_px"]] == pytest.approx([-0.1 * i for i in range(6)])
     assert (tmp / "o" / "a.mrc").is_file() and (tmp / "o" / "b.mrc").is_file()
 
 
@@ -178,7 +189,7 @@ def test_enhance_cli_gain_is_checked_before_any_output_and_applied(files, capsys
     # the right orientation: read once, applied to every movie
     assert main([*base, "--gain", str(tmp / "gain.mrc"), "--gain-rotate", "1"]) == 0
     model, _ = load_checkpoint(pt)
-    expected = enhance_movie(movie * torch.rot90(gain, k=-1), model, EnhanceConfig(tile=0)).image
+    expected = enhance_movie(movie * torch.rot90(gain, k=-1), model, EnhanceConfig(tile=0), Acquisition(1.5)).image
     for name in ("mov.mrc", "b.mrc"):
         with mrcfile.open(tmp / "o" / name) as m:
             torch.testing.assert_close(torch.from_numpy(m.data.copy()), expected, atol=1e-3, rtol=1e-4)

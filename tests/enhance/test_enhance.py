@@ -7,27 +7,23 @@ import math
 import pytest
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.dose import dose_weighted_sum
 from cryosr.core.enhance.checkpoint import FORMAT, default_model_path, load_checkpoint, save_checkpoint
 from cryosr.core.enhance.dataset import make_training_movie, sample_batch
-from cryosr.core.enhance.infer import (
-    EnhanceConfig,
-    enhance_micrograph,
-    enhance_movie,
-    estimate_dose_per_frame,
-    frames_noise_power,
-    group_frames,
-    run_network,
-)
+from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie, run_network
 from cryosr.core.enhance.losses import focal_frequency_loss
 from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
-from cryosr.core.enhance.prefilter import ring_index, ring_mean, smooth_rings, wiener_anchor
+from cryosr.core.enhance.prefilter import anchor_rings, wiener_anchor
 from cryosr.core.enhance.training import TrainConfig, train_enhancer
+from cryosr.core.enhance.window import estimate_dose_per_frame, frame_window
 from cryosr.core.errors import InputError
 from cryosr.core.evaluate.metrics import psnr
 from cryosr.core.fourier import bin_sum, upsample_bicubic
 from cryosr.core.shifts import fourier_shift
+from cryosr.core.spectral import ring_mean, smooth_curve
 
+ACQ1 = Acquisition(1.0)
 TINY = EnhanceNetConfig(frames=4, channels=8, encoder_blocks=1, fusion_layers=1, reconstructor_blocks=1)
 
 
@@ -79,15 +75,16 @@ def test_untrained_network_is_the_frame_mean():
         DSTNet(TINY)(window, scale=2)
 
 
-def test_group_frames_normalises_and_rejects_long_windows():
+def test_frame_window_normalises_and_rejects_long_windows():
     frames = torch.full((7, 8, 8), 5.0)
     frames[:3] = 2.0
-    window, mean_counts = group_frames(frames, 3)  # groups of 3, 2, 2 frames, each sum scaled by 3/7
+    fw = frame_window(frames, 3)
+    window, mean_counts = fw.window, fw.mean_counts  # groups of 3, 2, 2 frames, each sum scaled by 3/7
     assert mean_counts == pytest.approx((3 * 2 + 4 * 5) / 7)
     torch.testing.assert_close(window[:, 0, 0], torch.tensor([18.0, 30.0, 30.0]) / 26)
     torch.testing.assert_close(window.mean(0), frames.mean(0) / mean_counts)  # consistent with the sum
     with pytest.raises(InputError, match="larger than the movie"):
-        group_frames(frames, 8)
+        frame_window(frames, 8)
     with pytest.raises(InputError, match="larger than the movie"):
         enhance_movie(frames, DSTNet(EnhanceNetConfig(frames=9)))
 
@@ -96,19 +93,21 @@ def test_dose_weighted_groups_add_up_to_the_dose_weighted_sum():
     """Groups are filtered per frame and normalised per movie, so their mean is dose_weighted_sum / t."""
     gen = torch.Generator().manual_seed(5)
     frames = torch.poisson(torch.full((10, 32, 40), 4.0), generator=gen)
-    window, mean_counts = group_frames(frames, 4, dose_per_frame=3.0, pixel_size_a=1.0)
-    dw = dose_weighted_sum(frames, 3.0, 1.0)
+    fw = frame_window(frames, 4, Acquisition(1.0, 3.0))
+    window, mean_counts = fw.window, fw.mean_counts
+    assert fw.dose_weighted
+    dw = dose_weighted_sum(frames, Acquisition(1.0, 3.0))
     torch.testing.assert_close(window.mean(0), dw / 10 / mean_counts, atol=1e-5, rtol=1e-5)
     # the early groups keep more high-frequency power than the late ones (less radiation damage)
     hi = torch.fft.rfftfreq(40)[None].abs() + torch.fft.fftfreq(32)[:, None].abs() > 0.35
     power = (torch.fft.rfft2(window).abs() ** 2)[:, hi].mean(1)
     assert power[0] > 1.5 * power[-1]
     # a vanishing dose is no weighting at all
-    plain, _ = group_frames(frames, 4)
-    torch.testing.assert_close(group_frames(frames, 4, dose_per_frame=1e-6, pixel_size_a=1.0)[0], plain,
-                               atol=1e-4, rtol=1e-4)
-    with pytest.raises(InputError, match="dose weighting needs"):
-        group_frames(frames, 4, dose_per_frame=3.0)
+    plain = frame_window(frames, 4).window
+    torch.testing.assert_close(frame_window(frames, 4, Acquisition(1.0, 1e-6)).window, plain, atol=1e-4, rtol=1e-4)
+    # an unknown dose is no weighting (the pipeline estimates it from the counts first)
+    unknown = frame_window(frames, 4, Acquisition(1.0))
+    assert not unknown.dose_weighted and torch.equal(unknown.window, plain)
     # counting movie: counts per pixel per frame = dose x pixel area
     assert estimate_dose_per_frame(8.67, 1.7) == pytest.approx(3.0, rel=1e-3)
 
@@ -120,10 +119,10 @@ def test_dose_weighted_model_without_pixel_size_warns(caplog):
     with caplog.at_level("WARNING", logger="cryosr"):
         out = enhance_movie(frames, model, EnhanceConfig(tile=0), shifts_yx_px=zero)
     assert "not dose-weighted" in caplog.text and out.info == {"dose_weighted": False}
-    out = enhance_movie(frames, model, EnhanceConfig(tile=0), shifts_yx_px=zero, pixel_size_a=1.0)
+    out = enhance_movie(frames, model, EnhanceConfig(tile=0), ACQ1, shifts_yx_px=zero)
     # untrained net = window mean = dose-weighted sum (dose estimated from the counts: 4 e/Å²)
     assert out.info == {"dose_weighted": True, "dose_per_frame": pytest.approx(float(frames.mean()))}
-    torch.testing.assert_close(out.image, dose_weighted_sum(frames, float(frames.mean()), 1.0), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(out.image, dose_weighted_sum(frames, Acquisition(1.0, float(frames.mean()))), atol=1e-3, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("scale", "levels", "anchor"), [(1, 0, "mean"), (2, 0, "mean"), (2, 2, "wiener")])
@@ -211,7 +210,7 @@ def test_sample_batch_patches_match_targets():
     _, clean_hr, _ = synthetic_movie(gen, h=32)
     lr = bin_sum(clean_hr, 2) / 4
     frames = torch.stack([lr * 10] * 4)
-    mv = make_training_movie(frames, clean_hr, n_groups=2, pixel_size_a=1.0, keep_hr=True)
+    mv = make_training_movie(frames, clean_hr, n_groups=2, acq=ACQ1, keep_hr=True)
     win, tg, anchor = sample_batch([mv], batch=3, patch=16, generator=gen, scales=(1, 2), p_single=0.0)
     assert win.shape == (3, 2, 16, 16) and tg[2].shape == (3, 32, 32)
     torch.testing.assert_close(win[:, 0], tg[1], atol=1e-5, rtol=1e-5)
@@ -223,7 +222,7 @@ def test_training_lowers_loss_and_beats_the_plain_sum(tmp_path):
     movies = []
     for _ in range(3):
         frames, clean_hr, shifts = synthetic_movie(gen)
-        movies.append(make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0, shifts_yx_px=shifts))
+        movies.append(make_training_movie(frames, clean_hr, n_groups=4, acq=ACQ1, shifts_yx_px=shifts))
     cfg = TrainConfig(epochs=2, steps_per_epoch=15, batch=2, patch=32, lr=2e-3)
     result = train_enhancer(movies, TINY, cfg, progress=False)
     assert result.fixed_loss_after < 0.8 * result.fixed_loss_before
@@ -314,24 +313,24 @@ def _coloured_movie(gen: torch.Generator, t: int, n: int = 96, counts: float = 4
 
 
 @pytest.mark.parametrize(("t", "dose"), [(8, None), (9, None), (9, 2.0)])
-def test_frames_noise_power_measures_coloured_noise(t, dose):
+def test_frame_window_noise_power_measures_coloured_noise(t, dose):
     """Even/odd frame sums give the per-ring noise power of the window mean, coloured or not,
     for odd frame counts (last frame left out, rescaled) and dose-weighted windows."""
     gen = torch.Generator().manual_seed(11)
     frames, _, colour = _coloured_movie(gen, t)
     n = frames.shape[-1]
     mean_counts = float(frames.mean())
-    kw = {} if dose is None else {"dose_per_frame": dose, "pixel_size_a": 1.0}
-    measured = frames_noise_power(frames.double(), mean_counts, **kw)
+    acq = None if dose is None else Acquisition(1.0, dose)
+    measured = frame_window(frames.double(), 2, acq, noise=True).noise_power
     # noise of the (dose-weighted) sum: t frames of power n² counts H², divided by (t mean)²,
     # smoothed over rings like the estimate
-    rings = ring_index((n, n))
-    expected = smooth_rings(ring_mean(colour.double() ** 2, rings)) * n * n * 4.0 * t / (t * mean_counts) ** 2
+    rings = anchor_rings((n, n))
+    expected = smooth_curve(ring_mean(colour.double() ** 2, rings), 4) * n * n * 4.0 * t / (t * mean_counts) ** 2
     band = slice(5, 40)
     ratio = measured[band] / expected[band]
     assert float(ratio.mean()) == pytest.approx(1.0, abs=0.08)
     assert float((ratio - 1).abs().max()) < 0.35
-    assert frames_noise_power(frames[:1], mean_counts) is None
+    assert frame_window(frames[:1], 1, noise=True).noise_power is None
 
 
 def test_frames_noise_estimate_helps_the_anchor_on_coloured_noise():
@@ -384,11 +383,11 @@ def test_training_anchor_uses_the_frames_estimate_for_windows_and_corner_for_one
     gen = torch.Generator().manual_seed(14)
     frames, clean, _ = _coloured_movie(gen, 8, n=64)
     clean_hr = torch.nn.functional.interpolate(clean[None, None], scale_factor=2, mode="nearest")[0, 0]
-    corner = make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0)
-    mv = make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0, noise="frames")
+    corner = make_training_movie(frames, clean_hr, n_groups=4, acq=ACQ1)
+    mv = make_training_movie(frames, clean_hr, n_groups=4, acq=ACQ1, noise="frames")
     assert corner.anchor_single is None
-    window, mean_counts = group_frames(frames, 4)
-    expected = wiener_anchor(window.float().mean(0), noise_power=frames_noise_power(frames, mean_counts))
+    fw = frame_window(frames, 4, noise=True)
+    expected = wiener_anchor(fw.window.float().mean(0), noise_power=fw.noise_power)
     torch.testing.assert_close(mv.anchor, expected)
     torch.testing.assert_close(mv.anchor_single, corner.anchor)
     assert float((mv.anchor - corner.anchor).abs().mean()) > 1e-3  # coloured noise: the estimates differ
@@ -399,4 +398,4 @@ def test_training_anchor_uses_the_frames_estimate_for_windows_and_corner_for_one
         # a whole-movie patch, up to the random rotation and flip: the same values
         torch.testing.assert_close(anchor.flatten(1).sort(1).values, ref.flatten().sort().values.expand(2, -1))
     with pytest.raises(InputError, match="noise estimate"):
-        make_training_movie(frames, clean_hr, n_groups=4, pixel_size_a=1.0, noise="white")
+        make_training_movie(frames, clean_hr, n_groups=4, acq=ACQ1, noise="white")

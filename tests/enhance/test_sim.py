@@ -8,13 +8,15 @@ import mrcfile
 import pytest
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.cli.main import main
 from cryosr.core.dose import dose_weighted_sum
-from cryosr.core.enhance.dataset import load_sim_projects, read_true_shifts
+from cryosr.core.enhance.dataset import load_sim_projects
 from cryosr.core.evaluate.metrics import psnr
 from cryosr.core.fourier import bin_sum
 from cryosr.core.io import read_micrograph, read_movie
 from cryosr.core.shifts import fourier_shift
+from cryosr.core.simulate.project import read_true_shifts
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,7 @@ def test_shipped_weights_beat_the_plain_and_dose_weighted_sums(project, tmp_path
     truth = truth / truth.mean()
     aligned = fourier_shift(read_movie(movie_path).frames, -read_true_shifts(shifts))
     plain = aligned.sum(0)
-    dw = dose_weighted_sum(aligned, 2.0, 1.0)
+    dw = dose_weighted_sum(aligned, Acquisition(1.0, 2.0))
     score = psnr(enhanced / enhanced.mean(), truth)
     assert score > psnr(plain / plain.mean(), truth) + 3.0
     assert score > psnr(dw / dw.mean(), truth) + 3.0

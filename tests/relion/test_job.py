@@ -174,7 +174,7 @@ def test_resume_skips_finished_and_redoes_incomplete(project, capsys):
     assert read_mrc_header(second)["shape"] == (1, 64, 64)
     assert not (project / JOB / ".mov_00.mrc.abc123.tmp").exists()
     out = capsys.readouterr().out
-    assert "done in an earlier run, skipped" in out and "incomplete or stale" in out
+    assert "done in an earlier run, skipped" in out and "incomplete or has another pixel size; recomputing" in out
     records = json.loads((project / JOB / "cryosr_relion.json").read_text())["micrographs"]
     assert [r["skipped"] for r in records] == [True, False]
 
@@ -326,6 +326,27 @@ def test_enhance_uses_the_network_at_2x(project, tmp_path):
     assert record["method"] == "enhance"
     header = read_mrc_header(project / JOB / "Movies/day1/mov_00.mrc")
     assert header["shape"] == (1, 64, 64) and header["pixel_size_a"] == pytest.approx(0.5)
+
+
+def test_enhance_with_the_shipped_weights_equals_cryosr_enhance(tmp_path, monkeypatch):
+    """The RELION ``enhance yes`` path and ``cryosr enhance`` run the same pipeline: with the shipped (dose-weighted)
+    weights, the same movie, shifts and dose give the same micrograph (before the redesign RELION skipped the dose)."""
+    from cryosr.core.cli.main import main as cryosr_main
+
+    make_project(tmp_path, n=1, t=6)
+    monkeypatch.chdir(tmp_path)
+    assert run("--enhance") == 0
+    record = json.loads((tmp_path / JOB / "cryosr_relion.json").read_text())["micrographs"][0]
+    assert record["info"]["dose_weighted"] and record["info"]["dose_per_frame"] == pytest.approx(1.5)
+    meta = "MotionCorr/job002/Movies/day1/mov_00.star"
+    assert cryosr_main(["enhance", "Movies/day1/mov_00.mrcs", "--out", "cli", "--scale", "2", "--shifts", meta,
+                        "--device", "cpu"]) == 0  # fmt: skip
+    relion = read_micrograph(tmp_path / JOB / "Movies/day1/mov_00.mrc")
+    cli = read_micrograph(tmp_path / "cli" / "mov_00.mrc")
+    assert relion.pixel_size_a == pytest.approx(cli.pixel_size_a) and relion.data.shape == (64, 64)
+    torch.testing.assert_close(relion.data, cli.data, rtol=0, atol=1e-6 * float(cli.data.abs().max()))
+    cli_record = json.loads((tmp_path / "cli" / "enhance.json").read_text())["movies"][0]
+    assert cli_record["info"] == record["info"] and cli_record["shifts_yx_px"] == record["shifts_yx_px"]
 
 
 def test_enhance_without_weights_fails_before_output(project, capsys):

@@ -10,6 +10,7 @@ import mrcfile
 import pytest
 import torch
 
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.cli.main import main
 from cryosr.core.dose import cumulative_dose, dose_filter
 from cryosr.core.evaluate.frc import frc_band
@@ -18,10 +19,12 @@ from cryosr.core.io import read_micrograph, write_mrc
 from cryosr.core.shifts import fourier_shift
 from cryosr.core.superres.reconstruct import SuperresConfig, run_superres
 from cryosr.core.superres.wiener import wiener_unalias
-from cryosr.core.superres.zssr import ZssrConfig, ZssrNet, _run_tiled, train_zssr
+from cryosr.core.superres.zssr import ZssrNet, _run_tiled
 
 PX_LR = 1.3
 DOSE = 1.0
+ACQ = Acquisition(PX_LR, DOSE)
+ACQ_LOW = Acquisition(PX_LR, 0.01)  # the disk movies: almost no radiation damage
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +43,7 @@ def make_movie(seed: int = 0, hr: int = 128, t: int = 12, mean: float = 5.0, noi
     x = torch.fft.ifft2(torch.fft.fft2(torch.randn(hr, hr, generator=g)) * filt).real
     x = mean + 0.4 * mean * x / x.std()
     shifts_hr = torch.cumsum(torch.randn(t, 2, generator=g) * 0.6 + torch.tensor([0.8, 0.5]), 0)
-    q = dose_filter((hr, hr), cumulative_dose(t, DOSE), PX_LR / 2)
+    q = dose_filter((hr, hr), cumulative_dose(ACQ, t), PX_LR / 2)
     damaged = torch.fft.irfft2(torch.fft.rfft2(x.expand(t, hr, hr)) * q, s=(hr, hr))
     frames = bin_sum(fourier_shift(damaged, shifts_hr))
     if noise:
@@ -57,11 +60,11 @@ def bands(image: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
 def test_wiener_forward_model_is_exact_without_noise() -> None:
     frames, shifts, truth = make_movie()
     image, _ = wiener_unalias(
-        frames.double(), shifts.double(), dose_per_frame=DOSE, pixel_size_a=PX_LR, prior_scale=1e12
+        frames.double(), shifts.double(), ACQ, prior_scale=1e12
     )
     # output convention of dose_weighted_sum: the undamaged image scaled by sqrt(t sum_i q_i^2) per frequency
     t, n2 = frames.shape[0], truth.shape[0]
-    q = dose_filter((n2, n2), cumulative_dose(t, DOSE), PX_LR / 2, rfft=False).double()
+    q = dose_filter((n2, n2), cumulative_dose(ACQ, t), PX_LR / 2, rfft=False).double()
     expected = torch.fft.ifft2(torch.fft.fft2(truth.double()) * torch.sqrt(t * (q**2).sum(0))).real
     # exact except on the fine-grid Nyquist row/column, where the 2x2 box transfer is zero (unobservable)
     spec = torch.fft.fft2(image - expected)
@@ -76,7 +79,7 @@ def test_wiener_forward_model_is_exact_without_noise() -> None:
 def test_multiframe_recovers_content_outside_lr_square() -> None:
     frames, shifts, truth = make_movie()
     out = {
-        m: run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, config=SuperresConfig(method=m), shifts_yx_px=shifts)
+        m: run_superres(frames, ACQ, config=SuperresConfig(method=m), shifts_yx_px=shifts)
         for m in ("bicubic", "drizzle", "wiener")
     }
     scores = {m: bands(r.image, truth) for m, r in out.items()}
@@ -92,23 +95,12 @@ def test_multiframe_recovers_content_outside_lr_square() -> None:
 
 def test_wiener_beats_drizzle_under_noise() -> None:
     frames, shifts, truth = make_movie(seed=3, noise=True)
-    kw = {"pixel_size_a": PX_LR, "dose_per_frame": DOSE, "shifts_yx_px": shifts}
-    bic = bands(run_superres(frames, config=SuperresConfig(method="bicubic"), **kw).image, truth)
-    dri = bands(run_superres(frames, config=SuperresConfig(method="drizzle"), **kw).image, truth)
-    wie = bands(run_superres(frames, config=SuperresConfig(method="wiener"), **kw).image, truth)
+    kw = {"shifts_yx_px": shifts}
+    bic = bands(run_superres(frames, ACQ, config=SuperresConfig(method="bicubic"), **kw).image, truth)
+    dri = bands(run_superres(frames, ACQ, config=SuperresConfig(method="drizzle"), **kw).image, truth)
+    wie = bands(run_superres(frames, ACQ, config=SuperresConfig(method="wiener"), **kw).image, truth)
     assert wie[1] > dri[1] - 0.01 and wie[1] > bic[1] + 0.3
     assert wie[0] > bic[0]
-
-
-def test_zssr_scale_pairing_training_reduces_loss() -> None:
-    """The seed paper's pairing (later frames 2x-binned -> early frames), kept for comparison."""
-    frames, shifts, _ = make_movie(seed=1, hr=128, t=12, noise=True)
-    cfg = ZssrConfig(pairing="scale", iterations=60, crop=32, batch=4, features=16, depth=3)
-    net, info = train_zssr(frames, shifts, dose_per_frame=DOSE, pixel_size_a=PX_LR, config=cfg)
-    assert info["loss_last"] < 0.9 * info["loss_first"]
-    res = run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, shifts_yx_px=shifts,
-                       config=SuperresConfig(method="zssr", zssr_pairing="scale", iterations=5))
-    assert res.image.shape == (128, 128) and res.info["train_pairing"] == "scale"
 
 
 def disk_movie(seed: int, hr: int = 128, t: int = 12, mean: float = 2.0):
@@ -133,9 +125,9 @@ def _mse_after_affine_fit(image: torch.Tensor, truth: torch.Tensor) -> float:
 def test_zssr_halves_learns_structure_and_beats_wiener() -> None:
     """Noise2Noise between the Wiener halves: kept only when it beats linear shrinkage on held-out data."""
     frames, shifts, truth = disk_movie(0)
-    kw = {"pixel_size_a": PX_LR, "dose_per_frame": 0.01, "shifts_yx_px": shifts}
-    wiener = run_superres(frames, config=SuperresConfig(method="wiener"), **kw).image
-    res = run_superres(frames, config=SuperresConfig(method="zssr", iterations=100), **kw)
+    kw = {"shifts_yx_px": shifts}
+    wiener = run_superres(frames, ACQ_LOW, config=SuperresConfig(method="wiener"), **kw).image
+    res = run_superres(frames, ACQ_LOW, config=SuperresConfig(method="zssr", iterations=100), **kw)
     info = res.info
     assert info["train_loss_last"] < 0.9 * info["train_loss_first"]
     assert info["train_best_step"] > 0 and info["train_val_best"] < 0.95 * info["train_val_identity"]
@@ -143,7 +135,7 @@ def test_zssr_halves_learns_structure_and_beats_wiener() -> None:
     # dataset mode: the trained weights start another movie (0 steps): used as given when they beat the baseline
     other, other_shifts, _ = disk_movie(1)
     res2 = run_superres(
-        other, pixel_size_a=PX_LR, dose_per_frame=0.01, shifts_yx_px=other_shifts,
+        other, Acquisition(PX_LR, 0.01), shifts_yx_px=other_shifts,
         config=SuperresConfig(method="zssr", iterations=0), weights=res.weights,
     )
     assert res2.info["init"] == "given weights" and res2.info["train_best_step"] == 0
@@ -154,21 +146,21 @@ def test_zssr_halves_learns_structure_and_beats_wiener() -> None:
 def test_zssr_halves_falls_back_to_wiener_without_learnable_structure() -> None:
     """On a Gaussian-textured movie a radial linear (Wiener) filter is optimal: the network is set to the identity."""
     frames, shifts, _ = make_movie(seed=4, hr=128, t=12, mean=2.0, noise=True)
-    kw = {"pixel_size_a": PX_LR, "dose_per_frame": DOSE, "shifts_yx_px": shifts}
-    wiener = run_superres(frames, config=SuperresConfig(method="wiener"), **kw).image
-    res = run_superres(frames, config=SuperresConfig(method="zssr", iterations=40), **kw)
+    kw = {"shifts_yx_px": shifts}
+    wiener = run_superres(frames, ACQ, config=SuperresConfig(method="wiener"), **kw).image
+    res = run_superres(frames, ACQ, config=SuperresConfig(method="zssr", iterations=40), **kw)
     assert res.info["train_best_step"] == -1
     torch.testing.assert_close(res.image, wiener, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="pairing"):
-        SuperresConfig(zssr_pairing="bogus")
+    with pytest.raises(ValueError, match="wiener gain"):
+        SuperresConfig(wiener_gain="none")
 
 
 def test_zssr_tiled_inference_equals_untiled() -> None:
     torch.manual_seed(0)
-    net = ZssrNet(in_channels=2, features=8, depth=4).eval()
+    net = ZssrNet(in_channels=1, features=8, depth=4).eval()
     for p in net.parameters():
         p.data.normal_(0, 0.1)
-    x = torch.randn(1, 2, 96, 80)
+    x = torch.randn(1, 1, 96, 80)
     with torch.no_grad():
         full = net(x)
         tiled = _run_tiled(net, x, 32)
@@ -178,23 +170,19 @@ def test_zssr_tiled_inference_equals_untiled() -> None:
 def test_tiled_equals_untiled_end_to_end() -> None:
     """Drizzle and Wiener are solved whole (no tiles); the zssr network pass is tiled with receptive margins."""
     frames, shifts, _ = disk_movie(2, hr=256)
-    kw = {"pixel_size_a": PX_LR, "dose_per_frame": 0.01, "shifts_yx_px": shifts}
+    kw = {"shifts_yx_px": shifts}
     for method in ("wiener", "drizzle", "zssr"):
-        whole = run_superres(frames, config=SuperresConfig(method=method, tile=0, iterations=20), **kw).image
-        tiled = run_superres(frames, config=SuperresConfig(method=method, tile=64, iterations=20), **kw).image
+        whole = run_superres(frames, ACQ_LOW, config=SuperresConfig(method=method, tile=0, iterations=20), **kw).image
+        tiled = run_superres(frames, ACQ_LOW, config=SuperresConfig(method=method, tile=64, iterations=20), **kw).image
         torch.testing.assert_close(tiled, whole, rtol=1e-4, atol=1e-4 * float(whole.std()))
 
 
 def test_bad_inputs() -> None:
     frames, shifts, _ = make_movie(t=4)
-    with pytest.raises(ValueError, match="NaN"):
-        bad = frames.clone()
-        bad[0, 0, 0] = float("nan")
-        run_superres(bad, pixel_size_a=PX_LR, dose_per_frame=DOSE)
     with pytest.raises(ValueError, match="frames"):
-        run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=DOSE, shifts_yx_px=shifts[:3])
+        run_superres(frames, ACQ, shifts_yx_px=shifts[:3])
     with pytest.raises(ValueError, match="zssr needs at least"):
-        run_superres(frames[:3], pixel_size_a=PX_LR, dose_per_frame=DOSE, config=SuperresConfig(method="zssr"))
+        run_superres(frames[:3], ACQ, config=SuperresConfig(method="zssr"))
     with pytest.raises(ValueError, match="scale"):
         SuperresConfig(scale=3)
 
@@ -250,7 +238,7 @@ def _motion_star(path: Path, movie_name: str, n_frames: int) -> Path:
     return write_star(path, blocks)
 
 
-def test_cli_rejects_mismatched_shifts_short_movies_and_nan(tmp_path: Path, capsys) -> None:
+def test_cli_rejects_mismatched_shifts_short_movies_and_nan(tmp_path: Path, capsys, caplog) -> None:
     """One-line errors naming the file, and no output file, for each bad input of the superres command."""
     frames, _, _ = make_movie(seed=5, hr=128, t=8)
     movie = write_mrc(tmp_path / "m1.mrcs", frames, PX_LR)
@@ -260,11 +248,13 @@ def test_cli_rejects_mismatched_shifts_short_movies_and_nan(tmp_path: Path, caps
     other = _motion_star(tmp_path / "other.star", "other.tiff", 8)
     assert main([*base, "--shifts", str(other)]) == 2
     assert "other.star" in capsys.readouterr().err
-    # shifts for this movie but with the wrong number of frames
+    # shifts for this movie but not for all its frames: not used (one rule for every path), the movie is aligned
     short = _motion_star(tmp_path / "m1.star", "m1.mrcs", 5)
-    assert main([*base, "--shifts", str(short)]) == 2
-    err = capsys.readouterr().err
-    assert "m1.mrcs" in err and "5 shifts given for 8 frames" in err
+    with caplog.at_level("WARNING", logger="cryosr"):
+        assert main([*base, "--shifts", str(short)]) == 0
+    assert "m1.star: shifts cover frames 1-5 of a 8-frame movie; aligning the movie instead" in caplog.text
+    record = json.loads((out / "superres.json").read_text())["movies"][0]
+    assert record["info"]["shifts"] == "estimated" and record["pixel_size_a"] == PX_LR
     # too few frames for the zssr training pairs
     few = write_mrc(tmp_path / "few.mrcs", frames[:3], PX_LR)
     assert main(["superres", str(few), "--out", str(out), "--device", "cpu", "--dose-per-frame", "1",
@@ -280,18 +270,18 @@ def test_cli_rejects_mismatched_shifts_short_movies_and_nan(tmp_path: Path, caps
         mrc.voxel_size = PX_LR
     assert main(["superres", str(nan_movie), "--out", str(out), "--device", "cpu", "--dose-per-frame", "1"]) == 2
     assert "nan.mrcs" in capsys.readouterr().err
-    assert not out.exists() or not any(out.glob("*.mrc"))
+    assert not any(out.glob("few*.mrc")) and not any(out.glob("nan*.mrc"))
 
 
 def test_shipped_zssr_weights_load_and_start_a_movie() -> None:
     """``--init default``: the shipped state dict loads with weights_only=True and starts the per-movie training."""
-    from cryosr.core.superres.reconstruct import default_weights_path
+    from cryosr.core.pipeline.superres import default_zssr_weights_path, load_zssr_weights
 
-    path = default_weights_path()
+    path = default_zssr_weights_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert set(state) >= {"gain", "body.0.weight"} and path.with_suffix(".json").is_file()
     frames, shifts, _ = disk_movie(3)
-    res = run_superres(frames, pixel_size_a=PX_LR, dose_per_frame=0.01, shifts_yx_px=shifts,
-                       config=SuperresConfig(method="zssr", iterations=0, init="default"))  # fmt: skip
-    assert res.info["init"] == "default" and res.image.shape == (128, 128)
+    res = run_superres(frames, ACQ_LOW, shifts_yx_px=shifts, config=SuperresConfig(method="zssr", iterations=0),
+                       weights=load_zssr_weights("default"))  # fmt: skip
+    assert res.info["init"] == "given weights" and res.image.shape == (128, 128)
     assert torch.isfinite(res.image).all()
