@@ -7,6 +7,7 @@ from torch_fourier_filter.dose_weight import critical_exposure
 
 from cryosr.core.acquisition import DEFAULT_VOLTAGE_KV, Acquisition
 from cryosr.core.errors import InputError
+from cryosr.core.shifts import phase_factors
 
 __all__ = [
     "aligned_dose_weighted_sum",
@@ -228,8 +229,7 @@ def aligned_dose_weighted_sum(
         spec = torch.fft.rfft2(frames[a:b].to(real))
         if shifts_yx_px is not None:  # move back by s: separable phase factors (float64 phases)
             s = shifts_yx_px[a:b].to(device=dev, dtype=torch.float64)
-            ey = torch.polar(torch.ones(b - a, h, dtype=torch.float64, device=dev), 2 * torch.pi * ky[None] * s[:, :1])
-            ex = torch.polar(torch.ones(b - a, w // 2 + 1, dtype=torch.float64, device=dev), 2 * torch.pi * kx[None] * s[:, 1:])
+            ey, ex = phase_factors(ky, -s[:, 0]), phase_factors(kx, -s[:, 1])
             spec *= ey.to(spec.dtype)[:, :, None] * ex.to(spec.dtype)[:, None, :]
         q = dose_filter_on_grid(ne, dose[a:b], voltage_kv=acq.voltage_kv).to(real)
         acc += (spec * q).sum(0, dtype=torch.complex128)

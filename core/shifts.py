@@ -4,7 +4,31 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fourier_shift", "phase_ramp", "cross_correlation_shift"]
+__all__ = ["cross_correlation_shift", "fourier_shift", "phase_factors", "phase_ramp"]
+
+
+def phase_factors(freq: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """``exp(-2 pi i f s)``: the 1-D phase factors that translate by ``shifts`` along one axis.
+
+    The one phase convention of cryosr: multiplying a spectrum by them moves content by ``+s``
+    (towards larger indices); ``-s`` moves it back. Separable 2-D ramps are outer products of the
+    row and column factors, so the phases are exact at any precision of ``freq``.
+
+    Parameters
+    ----------
+    freq : torch.Tensor
+        Frequencies in cycles/pixel, any shape `F` (e.g. `(h,)` rows or `(w // 2 + 1,)` rfft columns).
+    shifts : torch.Tensor
+        `(...)` shifts in pixels along that axis (cast to ``freq``'s dtype).
+
+    Returns
+    -------
+    factors : torch.Tensor
+        `(..., *F)` complex, on ``freq.device``.
+    """
+    s = shifts.to(device=freq.device, dtype=freq.dtype)
+    angle = (-2 * torch.pi) * s.reshape(*s.shape, *([1] * freq.ndim)) * freq
+    return torch.polar(torch.ones_like(angle), angle)
 
 
 def phase_ramp(shape: tuple[int, int], shifts_yx: torch.Tensor) -> torch.Tensor:
@@ -20,17 +44,13 @@ def phase_ramp(shape: tuple[int, int], shifts_yx: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     ramp : torch.Tensor
-        `(..., h, w // 2 + 1)` complex, on ``shifts_yx.device``.
+        `(..., h, w // 2 + 1)` complex, on ``shifts_yx.device`` (float64 phases for float64 shifts).
     """
     h, w = shape
     real = torch.float64 if shifts_yx.dtype == torch.float64 else torch.float32
     ky = torch.fft.fftfreq(h, device=shifts_yx.device, dtype=real)
     kx = torch.fft.rfftfreq(w, device=shifts_yx.device, dtype=real)
-    s = shifts_yx.to(real)
-    # separable: exp(-2πi (sy ky + sx kx)) = exp(-2πi sy ky) exp(-2πi sx kx), one complex product
-    phase_y = (-2 * torch.pi) * s[..., 0, None, None] * ky[:, None]
-    phase_x = (-2 * torch.pi) * s[..., 1, None, None] * kx[None, :]
-    return torch.polar(torch.ones_like(phase_y), phase_y) * torch.polar(torch.ones_like(phase_x), phase_x)
+    return phase_factors(ky, shifts_yx[..., 0])[..., :, None] * phase_factors(kx, shifts_yx[..., 1])[..., None, :]
 
 
 def fourier_shift(image: torch.Tensor, shifts_yx: torch.Tensor) -> torch.Tensor:

@@ -377,6 +377,12 @@ def _run_parallel(tasks: list[MovieTask], todo: list[ExposureSource], config: Pl
     """``--workers N``: the exposures as Dask tasks through ``MovieRunner`` (each task has its own acquisition)."""
     with MovieRunner(device_spec=config.device, workers=config.workers, progress=False) as runner:
         records = runner.run(tasks, SuperresConfig(method=config.method), process_fn=process_superres)
+    _raise_failures(todo, records)
+    return records
+
+
+def _raise_failures(todo: list[ExposureSource], records: list[dict]) -> None:
+    """The partial-failure rule (docs/cryosparc.md): the others finish, then the job fails with a count."""
     failed = [(s, r) for s, r in zip(todo, records, strict=True) if "error" in r]
     if failed:
         s, r = failed[0]
@@ -384,7 +390,22 @@ def _run_parallel(tasks: list[MovieTask], todo: list[ExposureSource], config: Pl
             f"{len(failed)} of {len(todo)} exposures failed (finished files are kept for --resume); "
             f"first: exposure {s.uid}: {' '.join(str(r['error']).split())}"
         )
-    return records
+
+
+def _run_serial(job, files, todo: list[ExposureSource], config: PluginConfig, device, register, lr_sum: Path) -> None:
+    """One exposure at a time (inputs fetched, outputs published as we go); a bad exposure fails alone."""
+    records = []
+    for k, s in enumerate(todo):
+        task = _task(files, s, config, lr_sum if not register.plotted and s.kind == "movie" else None)
+        try:
+            record = process_superres(task, SuperresConfig(method=config.method), device=device)
+        except InputError as exc:
+            job.log(f"[{k + 1}/{len(todo)}] exposure {s.uid} failed: {exc}", level="error")
+            records.append({"error": f"InputError: {exc}"})
+            continue
+        register(k, s, task, record)
+        records.append(record)
+    _raise_failures(todo, records)
 
 
 class _Register:
@@ -451,10 +472,8 @@ def _process(job, project, config: PluginConfig, device: torch.device, summary: 
         register = _Register(job, files, summary, len(todo))
         t0 = time.perf_counter()
         lr_sum = files.scratch / "preview_lr.mrc"  # the input side of the before/after image (movies)
-        if config.workers == 1:  # one exposure at a time: inputs fetched and outputs published as we go
-            for k, s in enumerate(todo):
-                task = _task(files, s, config, lr_sum if not register.plotted and s.kind == "movie" else None)
-                register(k, s, task, process_superres(task, SuperresConfig(method=config.method), device=device))
+        if config.workers == 1:
+            _run_serial(job, files, todo, config, device, register, lr_sum)
         else:
             tasks = [_task(files, s, config, None) for s in todo]
             fresh = (k for k, (s, t) in enumerate(zip(todo, tasks)) if s.kind == "movie" and not t.out_path.exists())

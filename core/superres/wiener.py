@@ -34,6 +34,7 @@ from torch_fourier_filter.dose_weight import critical_exposure
 
 from cryosr.core.acquisition import Acquisition
 from cryosr.core.dose import cumulative_dose, dose_filter_on_grid
+from cryosr.core.shifts import phase_factors
 from cryosr.core.spectral import ring_index, ring_mean, smooth_curve
 
 __all__ = ["GAIN_CORRECTIONS", "estimate_signal_prior", "wiener_unalias"]
@@ -218,15 +219,12 @@ def _accumulate(frames: torch.Tensor, shifts: torch.Tensor, dose: torch.Tensor, 
     )
     for i in range(t):
         spec = torch.fft.fft2(frames[i].to(real))
-        sy, sx = float(shifts[i, 0]), float(shifts[i, 1])
-        align = torch.polar(torch.ones_like(lr_fy), 2 * math.pi * lr_fy * sy)[:, None] * torch.polar(
-            torch.ones_like(lr_fx), 2 * math.pi * lr_fx * sx
-        )[None, :]
+        align = phase_factors(lr_fy, shifts[i, 0].neg())[:, None] * phase_factors(lr_fx, shifts[i, 1].neg())[None, :]
         acc.halves[i % 2] += spec * align.to(cplx)
         acc.q_halves[i % 2] += dose_filter_on_grid(geo.ne_in, dose[i : i + 1], voltage_kv=voltage_kv)[0].to(real)
         # frame i at LR bin k: sum_j q_i(K_j) B(K_j) exp(-2 pi i f_j . 2 s_i) X(K_j)
-        ey = (geo.box_y * torch.polar(torch.ones_like(geo.fy), -2 * math.pi * geo.fy * (2 * sy))).to(cplx)  # (h, 2)
-        ex = (geo.box_x * torch.polar(torch.ones_like(geo.fx), -2 * math.pi * geo.fx * (2 * sx))).to(cplx)  # (w, 2)
+        ey = (geo.box_y * phase_factors(geo.fy, 2 * shifts[i, 0])).to(cplx)  # (h, 2)
+        ex = (geo.box_x * phase_factors(geo.fx, 2 * shifts[i, 1])).to(cplx)  # (w, 2)
         weight = float(1.0 / acc.variance[i])
         for r0, r1 in geo.chunks:
             q = dose_filter_on_grid(geo.ne[r0:r1].reshape(r1 - r0, 4 * w), dose[i : i + 1], voltage_kv=voltage_kv)[0]

@@ -299,6 +299,23 @@ def test_missing_file_fails_the_job_and_saves_nothing(project, capsys):
     assert not list((fake.project_dir / "J2" / "cryosr").iterdir())
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_empty_movie_among_three_fails_only_that_exposure(project, capsys, workers):
+    """A blank exposure fails alone (event log names it); the others are written; the job fails with a count and
+    registers nothing (the partial-failure rule, docs/cryosparc.md; --resume then reuses the written ones)."""
+    fake, dset, src = project(3)
+    write_mrc(fake.project_dir / dset["movie_blob/path"][1], torch.zeros(NT, NY, NX), PX, overwrite=True)
+    assert main([*ARGS, "--input", src, "--device", "cpu", "--workers", str(workers)]) == 2
+    err = _one_line_error(capsys)
+    assert "1 of 3 exposures failed" in err and "no counts" in err
+    uid = int(dset["uid"][1])
+    texts = [t for level, j, t in fake.events if j == "J2"]
+    assert workers > 1 or any(f"exposure {uid} failed" in t and "no counts" in t for t in texts)
+    assert fake.jobs["J2"]["status"] == "failed" and ("J2", "micrographs") not in fake.saved
+    written = sorted(p.name for p in (fake.project_dir / "J2" / "cryosr").glob("*.mrc"))
+    assert len(written) == 2 and not any(str(uid) in name for name in written)
+
+
 @pytest.mark.parametrize("slot, step", [("rigid_motion", "add_input"), ("ctf", "add_output")])
 def test_rejected_wiring_marks_the_new_job_failed(project, capsys, slot, step):
     # a slot dtype the server does not know: rigid_motion is read (input), ctf only kept (output)

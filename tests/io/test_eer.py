@@ -30,7 +30,7 @@ from cryosr.core.io.eer import (
     write_eer,
 )
 from cryosr.core.io.motion_star import read_relion_motion
-from cryosr.core.io.movie import header_pixel_size_a, movie_shape, read_eer_gain
+from cryosr.core.io.movie import read_eer_gain, read_movie_header
 from tests.helpers import relion_exe
 
 H, W = 40, 24  # physical frame of the small tests
@@ -104,8 +104,9 @@ def test_read_movie_renders_fractions_on_either_grid(tmp_path):
         for f in range(2):
             expected = sum(_render(e, up - 1) for e in frames[5 * f : 5 * f + 5])
             np.testing.assert_array_equal(movie.frames[f].numpy(), expected)  # rows in file order: no Y flip
-        assert movie_shape(path, eer_grouping=5, eer_upsampling=up) == (2, H * up, W * up)
-        assert header_pixel_size_a(path, eer_upsampling=up) == pytest.approx(0.8 / up)
+        header = read_movie_header(path, eer_grouping=5, eer_upsampling=up)
+        assert header.shape == (2, H * up, W * up) and header.grid_upsampling == up
+        assert header.pixel_size_a == pytest.approx(0.8 / up)
     # the dose of a rendered fraction: per detector frame x grouping (RELION's --dose_per_frame for EER)
     acq = rendered_acquisition(Acquisition(0.8, dose_per_frame_e_a2=0.05), grouping=5, upsampling=2)
     assert acq.pixel_size_a == pytest.approx(0.4) and acq.dose_per_frame_e_a2 == pytest.approx(0.25)
@@ -121,7 +122,7 @@ def test_grouping_rules_follow_relion(tmp_path, caplog):
     for kwargs, msg in (({"eer_grouping": 8}, "grouping 8 is larger than the movie's 7 frames"),
                         ({"eer_grouping": 2, "eer_upsampling": 4}, "upsampling 4: must be 1"),
                         ({"eer_grouping": -1}, "must be >= 1")):  # fmt: skip
-        for reader in (read_movie, movie_shape):
+        for reader in (read_movie, read_movie_header):
             with pytest.raises(InputError, match=msg) as info:
                 reader(path, **kwargs)
             assert str(path) in str(info.value) and "\n" not in str(info.value)

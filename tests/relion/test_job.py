@@ -409,6 +409,24 @@ def test_corrupt_movie_fails_after_the_others_and_continue_recovers(project, cap
     assert (job / SUCCESS).exists() and not (job / FAILURE).exists()
 
 
+def test_one_empty_movie_among_three_fails_only_that_movie(tmp_path, monkeypatch, capsys):
+    """A blank exposure (all zeros) fails that micrograph with a clear line in run.out; the others are written;
+    the job then fails as for any partial failure (Continue recomputes only the failed one: docs/relion.md)."""
+    make_project(tmp_path, n=3)
+    monkeypatch.chdir(tmp_path)
+    blank = tmp_path / "Movies/day1/mov_01.mrcs"
+    write_mrc(blank, torch.zeros(4, 32, 32), 1.0, overwrite=True)
+    assert run() == 2
+    captured = capsys.readouterr()
+    assert "Movies/day1/mov_01.mrcs: no counts: mean 0 per pixel per frame" in captured.out  # run.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "1 of 3 micrographs failed" in err[0] and "no counts" in err[0]
+    job = tmp_path / JOB
+    assert (job / "Movies/day1/mov_00.mrc").exists() and (job / "Movies/day1/mov_02.mrc").exists()
+    assert not (job / "Movies/day1/mov_01.mrc").exists() and not (job / "micrographs.star").exists()
+    assert (job / FAILURE).exists() and not (job / "RELION_OUTPUT_NODES.star").exists()
+
+
 def test_output_that_cannot_be_written_fails_cleanly(project, capsys):
     # a file where the output sub-directory must go: fails for root too (unlike chmod)
     (project / JOB).mkdir(parents=True)
