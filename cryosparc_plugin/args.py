@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from cryosr.core.cli.options import add_eer_args
 from cryosr.core.errors import InputError
 from cryosr.core.superres.reconstruct import DEFAULT_METHOD, METHODS
 
@@ -90,6 +91,10 @@ class PluginConfig:
     workers : int
         Parallel worker processes (a Dask LocalCluster through ``MovieRunner``, as
         ``cryosr superres --workers``); 1 = in this process. Needs the project directory here.
+    eer_grouping : int
+        EER movies: detector frames per fraction (required for EER exposures; 0 = not given).
+    eer_upsampling : int | None
+        EER movies: 1 or 2; None = the grid of the dataset's ``movie_blob/shape`` (a different value is refused).
     """
 
     project_uid: str
@@ -115,6 +120,8 @@ class PluginConfig:
     idle_timeout_s: float | None = None
     until: datetime | None = None
     save_every: int = 10
+    eer_grouping: int = 0
+    eer_upsampling: int | None = None
 
     def __post_init__(self) -> None:
         self._check_uids()
@@ -217,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--project-dir", type=Path, help="local mount of the project directory, if not at the server path")
     io.add_argument("--scratch-dir", type=Path, help="local folder for files moved over HTTP (default: temporary)")
     io.add_argument("--limit", type=int, help="process only the first N exposures")
+    add_eer_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -248,4 +256,6 @@ def config_from_args(ns: argparse.Namespace) -> PluginConfig:
         idle_timeout_s=ns.idle_timeout,
         until=parse_until(ns.until) if ns.until else None,
         save_every=ns.save_every,
+        eer_grouping=ns.eer_grouping,
+        eer_upsampling=ns.eer_upsampling,
     )

@@ -16,6 +16,8 @@ import numpy as np
 from cryosr.core.errors import InputError
 
 __all__ = [
+    "EerRendering",
+    "eer_rendering",
     "DROPPED_SLOTS",
     "KEPT_SLOTS",
     "ExposureSource",
@@ -234,7 +236,7 @@ def check_exposures(sources: Sequence[ExposureSource], *, rtol: float = 1e-4) ->
     """Validate a list of exposures before anything is written; return their common pixel size.
 
     Raises ``InputError`` (one line, naming the exposure) on: no exposures, mixed pixel sizes,
-    a non-positive pixel size, a movie with no dose, or EER movies (not supported by the reader).
+    a non-positive pixel size or a movie with no dose.
     """
     if not sources:
         raise InputError(None, "the input has no exposures")
@@ -253,9 +255,49 @@ def check_exposures(sources: Sequence[ExposureSource], *, rtol: float = 1e-4) ->
                 raise InputError(
                     s.path, f"exposure {s.uid}: mscope_params/total_dose_e_per_A2 is 0; the dose is needed"
                 )
-            if s.path.lower().endswith(".eer"):
-                raise InputError(s.path, f"exposure {s.uid}: EER movies are not supported yet")
     return px0
+
+
+@dataclass(frozen=True)
+class EerRendering:
+    """How one EER exposure is rendered so that its frames match the dataset's ``movie_blob``.
+
+    Attributes
+    ----------
+    grouping, upsampling : int
+        Detector frames per fraction; rendering grid (``movie_blob/shape`` over the file's physical shape).
+    dose_per_fraction : float
+        The exposure's total dose over its detector frames, times ``grouping``.
+    n_fractions : int
+        Rendered fractions.
+    """
+
+    grouping: int
+    upsampling: int
+    dose_per_fraction: float
+    n_fractions: int
+
+
+def eer_rendering(
+    s: ExposureSource, physical_shape: tuple[int, int], n_eer_frames: int, *, grouping: int, upsampling: int | None
+) -> EerRendering:
+    """Fit the rendering of an EER exposure to its dataset row (one-line ``InputError`` when it cannot).
+
+    The grid is the one of ``movie_blob/shape`` (and ``psize_A`` its pixel); the dose per fraction is the
+    exposure's total dose over its detector frames times ``grouping`` (CryoSPARC's field semantics for EER
+    are not verified against a server).
+    """
+    if grouping < 1:
+        raise InputError(s.path, f"exposure {s.uid}: an EER movie needs --eer-grouping (detector frames per fraction)")
+    ratio = s.shape_yx[0] / physical_shape[0]
+    if ratio not in (1, 2) or s.shape_yx[1] / physical_shape[1] != ratio:
+        raise InputError(s.path, f"exposure {s.uid}: movie_blob/shape {s.shape_yx} is not 1x or 2x the EER frames {physical_shape}")
+    if upsampling is not None and upsampling != ratio:
+        raise InputError(s.path, f"exposure {s.uid}: --eer-upsampling {upsampling}, but the dataset's grid is {int(ratio)}x")
+    if grouping > n_eer_frames:
+        raise InputError(s.path, f"exposure {s.uid}: --eer-grouping {grouping} exceeds the {n_eer_frames} EER frames")
+    total = (s.dose_per_frame or 0.0) * s.n_frames
+    return EerRendering(grouping, int(ratio), total * grouping / n_eer_frames, n_eer_frames // grouping)
 
 
 def gain_orientation_to_relion(flip_x: int, flip_y: int, rotate_num: int) -> tuple[int, int]:

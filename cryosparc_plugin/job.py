@@ -36,6 +36,7 @@ from cryosr.core.batch import MovieRunner
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import CryosrError, InputError
 from cryosr.core.io import read_micrograph
+from cryosr.core.io.eer import read_eer_header
 from cryosr.core.pipeline import MovieTask, process_superres
 from cryosr.core.superres.reconstruct import SuperresConfig
 from cryosr.cryosparc_plugin.args import PluginConfig
@@ -43,6 +44,7 @@ from cryosr.cryosparc_plugin.fields import (
     ExposureSource,
     SrMicrograph,
     check_exposures,
+    eer_rendering,
     exposure_sources,
     fill_output,
     input_slot_specs,
@@ -357,8 +359,9 @@ def _preview_figure(before: torch.Tensor, after: torch.Tensor, px_before: float,
 def _task(files: _Files, s: ExposureSource, config: PluginConfig, preview: Path | None) -> MovieTask:
     """The core's unit of work for one exposure (inputs fetched to a local path when needed)."""
     acq = Acquisition(pixel_size_a=s.pixel_size_a, dose_per_frame_e_a2=s.dose_per_frame, voltage_kv=s.voltage_kv)
-    return MovieTask(
-        movie_path=files.fetch(s.path),
+    movie = files.fetch(s.path)
+    task = MovieTask(
+        movie_path=movie,
         out_path=files.out_path(output_name(s.uid, s.path)),
         acquisition=acq,
         lr_sum_path=preview,
@@ -367,6 +370,20 @@ def _task(files: _Files, s: ExposureSource, config: PluginConfig, preview: Path 
         gain_flip=s.gain_flip,
         shifts_yx_px=_shifts(files, s, config.use_motion),
     )
+    return _eer_task(task, s, config) if movie.suffix.lower() == ".eer" else task
+
+
+def _eer_task(task: MovieTask, s: ExposureSource, config: PluginConfig) -> MovieTask:
+    """An EER exposure: rendered on the dataset's grid (its psize_A), the dose per fraction, CryoSPARC's motion if it fits."""
+    header = read_eer_header(task.movie_path)
+    eer = eer_rendering(s, header.shape, header.n_frames, grouping=config.eer_grouping, upsampling=config.eer_upsampling)
+    shifts = task.shifts_yx_px if task.shifts_yx_px is None or len(task.shifts_yx_px) == eer.n_fractions else None
+    if shifts is None and task.shifts_yx_px is not None:
+        logger.warning("%s: the trajectory has %d frames, the rendering %d fractions; estimating shifts",
+                       s.path, len(task.shifts_yx_px), eer.n_fractions)  # fmt: skip
+    acq = task.acquisition.with_dose(eer.dose_per_fraction)
+    return dataclasses.replace(task, acquisition=acq, shifts_yx_px=shifts, eer_grouping=eer.grouping,
+                               eer_upsampling=eer.upsampling)  # fmt: skip
 
 
 def _run_parallel(tasks: list[MovieTask], todo: list[ExposureSource], config: PluginConfig) -> list[dict]:

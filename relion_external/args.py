@@ -48,6 +48,10 @@ PARAMS: dict[str, str] = {
     "gain_ref": "gain reference for --in_movies input",
     "gain_rot": "gain rotation, RELION convention 0-3 (--in_movies input)",
     "gain_flip": "gain flip, RELION convention 0-2 (--in_movies input)",
+    "eer_grouping": "EER movies: detector frames per fraction (default: MotionCorr's rlnEERGrouping, else 40 as RELION); "
+    "dose_per_frame is then per fraction",
+    "eer_upsampling": "EER movies: 1 (physical pixel) or 2 (render the events on the 2x grid); default: MotionCorr's "
+    "rlnEERUpsampling, else 1",
     "enhance": "use the enhancement network (denoise + 2x) instead of --method (yes/no)",
     "model": "enhancement weights: 'default' (shipped) or a .pt from `cryosr train` (with --enhance)",
     "overwrite": "recompute micrographs whose output exists already (yes/no; default no = Continue skips them)",
@@ -137,8 +141,9 @@ class JobArgs:
     threads : int
         ``--j``.
     method, scale, device, gpu, iterations, mode, train_movies, train_iterations, tile, dose_per_frame, gain_ref,
-    gain_rot, gain_flip, enhance, model, overwrite, workers, verbose :
-        User parameters (see ``PARAMS``); ``gpu`` is None when not given.
+    gain_rot, gain_flip, eer_grouping, eer_upsampling, enhance, model, overwrite, workers, verbose :
+        User parameters (see ``PARAMS``); ``gpu`` and ``eer_upsampling`` are None when not given
+        (``eer_grouping`` 0).
     """
 
     out_dir: Path
@@ -158,6 +163,8 @@ class JobArgs:
     gain_ref: Path | None = None
     gain_rot: int = 0
     gain_flip: int = 0
+    eer_grouping: int = 0
+    eer_upsampling: int | None = None
     enhance: bool = False
     model: str = "default"
     overwrite: bool = False
@@ -187,6 +194,9 @@ class JobArgs:
             raise InputError(None, f"--gain_flip {self.gain_flip}: expected 0, 1 or 2")
         if self.workers < 1:
             raise InputError(None, f"--workers {self.workers}: need at least 1")
+        if self.eer_grouping < 0 or self.eer_upsampling not in (None, 1, 2):
+            raise InputError(None, f"--eer_grouping {self.eer_grouping} / --eer_upsampling {self.eer_upsampling}: "
+                             "grouping >= 1, upsampling 1 or 2")  # fmt: skip
         if self.mode not in ("movie", "dataset"):
             raise InputError(None, f"--mode {self.mode!r}: use movie or dataset")
         if self.mode == "dataset" and (self.method != "zssr" or self.enhance):
@@ -251,6 +261,8 @@ def parse_args(argv: list[str]) -> JobArgs:
         gain_ref=Path(flags["gain_ref"]) if flags.get("gain_ref") else None,
         gain_rot=int(_as_number("gain_rot", flags.get("gain_rot") or "0", int)),
         gain_flip=int(_as_number("gain_flip", flags.get("gain_flip") or "0", int)),
+        eer_grouping=int(_as_number("eer_grouping", flags.get("eer_grouping") or "0", int)),
+        eer_upsampling=None if not flags.get("eer_upsampling") else int(_as_number("eer_upsampling", flags["eer_upsampling"], int)),
         enhance=_as_bool("enhance", flags["enhance"]) if "enhance" in flags else False,
         model=(flags.get("model") or "default").strip(),
         overwrite=_as_bool("overwrite", flags["overwrite"]) if "overwrite" in flags else False,

@@ -192,10 +192,10 @@ def _is_missing(value: str | None) -> bool:
     return value is None or value.strip() in ("", "None", "nan")
 
 
-def _header(path: Path, star: Path, n_frames: int | None = None) -> MovieHeader:
+def _header(path: Path, star: Path, n_frames: int | None = None, **eer: int) -> MovieHeader:
     """The movie's header; an unreadable one fails that micrograph later (after the others), not the job now."""
     try:
-        return read_movie_header(path)
+        return read_movie_header(path, **eer)
     except InputError as exc:
         logger.warning("%s (named in %s): %s; it will fail when processed", path, star, exc.problem)
         return MovieHeader((n_frames or 0, 0, 0), None, path)
@@ -213,11 +213,15 @@ def _plan_work(args: JobArgs, items: list[MicrographItem]) -> list[WorkItem]:
             if args.dose_per_frame is None:
                 raise InputError(star, "movies input needs the dose: add a Params row 'dose_per_frame' (e/A^2 per frame)")
             movie = _exists(it.source, "movie", star)
-            acq = plan_acquisition(_header(movie, star), pixel_size_a=it.pixel_size_a, voltage_kv=voltage,
+            if (args.eer_upsampling or 1) != 1:
+                raise InputError(star, "eer_upsampling 2 needs Input micrographs from a MotionCorr run with EER upsampling 2 "
+                                 "(the output pixel of Input movies is the physical pixel / 2)")  # fmt: skip
+            eer = {"eer_grouping": args.eer_grouping, "eer_upsampling": 1}
+            acq = plan_acquisition(_header(movie, star, **eer), pixel_size_a=it.pixel_size_a, voltage_kv=voltage,
                                    dose_per_frame_e_a2=args.dose_per_frame, source="movies STAR")  # fmt: skip
             gain = _exists(args.gain_ref, "gain reference", star) if args.gain_ref else None
             task = MovieTask(movie_path=movie, out_path=out, acquisition=acq, gain_path=gain, gain_rotate=args.gain_rot,
-                             gain_flip=args.gain_flip)  # fmt: skip
+                             gain_flip=args.gain_flip, **eer)  # fmt: skip
             work.append(WorkItem(it, task, "movie"))
         elif _is_missing(it.metadata):
             mic = _exists(it.source, "micrograph", star)
@@ -237,6 +241,17 @@ def _plan_work(args: JobArgs, items: list[MicrographItem]) -> list[WorkItem]:
     return work
 
 
+def _eer_rendering(args: JobArgs, motion: RelionMotion, movie: Path, meta: Path) -> dict:
+    """Render an EER movie as MotionCorr did (its grid fixes the output pixel); other movies: no EER options."""
+    if movie.suffix.lower() != ".eer":
+        return {"eer_grouping": 0, "eer_upsampling": 1}
+    upsampling = args.eer_upsampling or motion.eer_upsampling
+    if upsampling != motion.eer_upsampling:
+        raise InputError(meta, f"MotionCorr rendered the EER movie at upsampling {motion.eer_upsampling}, not "
+                         f"{upsampling}: the output pixel follows its micrographs (leave eer_upsampling empty)")  # fmt: skip
+    return {"eer_grouping": args.eer_grouping or motion.eer_grouping, "eer_upsampling": upsampling}
+
+
 def _movie_from_motion(args: JobArgs, it: MicrographItem, motion: RelionMotion, out: Path, voltage: float) -> WorkItem:
     meta = Path(it.metadata or "")
     if abs(motion.binning - 1.0) > 1e-6:
@@ -246,7 +261,9 @@ def _movie_from_motion(args: JobArgs, it: MicrographItem, motion: RelionMotion, 
             "(re-run MotionCorr with binning factor 1)",
         )
     movie = _exists(motion.movie_name, "movie", meta)
-    if motion.pixel_size_a and abs(motion.pixel_size_a - it.pixel_size_a) > 1e-3 * it.pixel_size_a:
+    eer = _eer_rendering(args, motion, movie, meta)
+    mic_px = it.pixel_size_a * eer["eer_upsampling"]  # an EER micrograph has the pixel of RELION's rendering grid
+    if motion.pixel_size_a and abs(motion.pixel_size_a - mic_px) > 1e-3 * mic_px:
         raise InputError(
             meta, f"movie pixel size {motion.pixel_size_a} A differs from the micrograph pixel size {it.pixel_size_a} A"
         )
@@ -255,13 +272,13 @@ def _movie_from_motion(args: JobArgs, it: MicrographItem, motion: RelionMotion, 
     gain = _exists(motion.gain_name, "gain reference", meta) if motion.gain_name else None
     if motion.dose_per_frame is None and args.dose_per_frame is None:
         raise InputError(meta, "no dose per frame (rlnMicrographDoseRate); add a Params row 'dose_per_frame'")
-    header = _header(movie, meta, motion.n_frames_movie or len(motion.shifts_yx_px))
-    acq = plan_acquisition(header, pixel_size_a=it.pixel_size_a, motion=motion, source="micrographs STAR",
+    header = _header(movie, meta, motion.n_frames_movie or len(motion.shifts_yx_px), **eer)
+    acq = plan_acquisition(header, pixel_size_a=mic_px, motion=motion, source="micrographs STAR",
                            dose_per_frame_e_a2=None if motion.dose_per_frame else args.dose_per_frame,
                            voltage_kv=motion.voltage_kv or voltage)  # fmt: skip
     task = MovieTask(
         movie_path=movie, out_path=out, acquisition=acq, gain_path=gain, gain_rotate=args.gain_rot,
-        gain_flip=args.gain_flip, shifts_yx_px=motion_shifts(motion, header.n_frames),
+        gain_flip=args.gain_flip, shifts_yx_px=motion_shifts(motion, header.n_frames, eer["eer_upsampling"]), **eer,
     )  # fmt: skip
     return WorkItem(it, task, "movie")
 

@@ -1,6 +1,6 @@
 """Enhance (denoise, optionally 2x super-resolve) movies or micrographs with the spatio-temporal network.
 
-Each INPUT is a movie (.mrcs/.tif/.tiff, or an .mrc stack with more than one frame) or a single
+Each INPUT is a movie (.mrcs/.tif/.tiff/.eer, or an .mrc stack with more than one frame) or a single
 micrograph (.mrc with one frame). Movies are aligned (estimated shifts, or --shifts matched by
 file name), split into the model's frame window and enhanced; a micrograph is enhanced as a
 one-frame window. Writes OUT/<stem>.mrc in counts of the whole exposure per output pixel, header
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     model, meta = load_model(run_config, resolve_device("cpu"))  # the model is checked before any output
     tasks = plan_tasks(args, lr_sum=False)
     for task in tasks:
-        n = read_movie_header(task.movie_path).n_frames
+        n = read_movie_header(task.movie_path, **task.header_options).n_frames
         if 1 < n < model.config.frames:
             raise InputError(task.movie_path, f"the model's window of {model.config.frames} frames is larger than the movie ({n} frames)")
         warning = pixel_size_warning(task.acquisition.pixel_size_a, meta)

@@ -23,6 +23,7 @@ from cryosr.core.batch.retry import ProcessFn
 from cryosr.core.cli.options import runner_kwargs
 from cryosr.core.errors import InputError
 from cryosr.core.io import atomic_path, read_gain, read_movie_header, read_relion_motion
+from cryosr.core.io.movie import EER_SUFFIX, read_eer_gain
 from cryosr.core.pipeline import MovieTask, match_motion, motion_shifts, parse_frame_list, plan_acquisition
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,11 @@ def plan_tasks(args: argparse.Namespace, *, lr_sum: bool) -> list[MovieTask]:
     gain = read_gain(args.gain, rotate=args.gain_rotate, flip=args.gain_flip) if args.gain else None
     tasks, seen = [], {}
     for path in args.inputs:
-        header = read_movie_header(path)
-        if gain is not None and header.n_frames > 1 and tuple(gain.shape) != header.shape[1:]:
-            raise InputError(args.gain, f"gain shape {tuple(gain.shape)} does not match the frames of {path.name} {header.shape[1:]}")
         motion = match_motion(path, motions)
+        eer = _eer_options(args, motion)
+        header = read_movie_header(path, **eer)
+        if gain is not None and header.n_frames > 1:
+            _check_gain(args, gain, header, eer["eer_upsampling"])
         acq = plan_acquisition(header, pixel_size_a=args.pixel_size, dose_per_frame_e_a2=args.dose_per_frame,
                                pre_exposure_e_a2=args.pre_exposure, voltage_kv=args.voltage, motion=motion,
                                source="--pixel-size")  # fmt: skip
@@ -66,10 +68,26 @@ def plan_tasks(args: argparse.Namespace, *, lr_sum: bool) -> list[MovieTask]:
         tasks.append(MovieTask(
             movie_path=path, out_path=args.out / f"{stem}.mrc", acquisition=acq,
             lr_sum_path=args.out / f"{stem}_lr_sum.mrc" if lr_sum else None, gain_path=args.gain,
-            gain_rotate=args.gain_rotate, gain_flip=args.gain_flip, shifts_yx_px=motion_shifts(motion, header.n_frames),
-            exclude_frames=exclude,
+            gain_rotate=args.gain_rotate, gain_flip=args.gain_flip,
+            shifts_yx_px=motion_shifts(motion, header.n_frames, eer["eer_upsampling"]), exclude_frames=exclude, **eer,
         ))  # fmt: skip
     return tasks
+
+
+def _eer_options(args: argparse.Namespace, motion) -> dict:
+    """EER rendering of a movie: the options, else its motion STAR's (RELION's rlnEERGrouping/Upsampling)."""
+    return {"eer_grouping": args.eer_grouping or (motion.eer_grouping if motion else 0),
+            "eer_upsampling": args.eer_upsampling or (motion.eer_upsampling if motion else 1)}  # fmt: skip
+
+
+def _check_gain(args: argparse.Namespace, gain, header, eer_upsampling: int) -> None:
+    """The gain fits the frames: as read for MRC/TIFF, by RELION's EER rules for EER (``read_eer_gain``)."""
+    frames = header.shape[1:]
+    if header.path.suffix.lower() == EER_SUFFIX:
+        physical = (frames[0] // eer_upsampling, frames[1] // eer_upsampling)
+        read_eer_gain(args.gain, physical, eer_upsampling, rotate=args.gain_rotate, flip=args.gain_flip)
+    elif tuple(gain.shape) != frames:
+        raise InputError(args.gain, f"gain shape {tuple(gain.shape)} does not match the frames of {header.path.name} {frames}")
 
 
 @dataclass

@@ -14,10 +14,13 @@ from pathlib import Path
 
 from cryosr.core.acquisition import DEFAULT_VOLTAGE_KV
 from cryosr.core.batch import CLUSTER_KINDS, ClusterConfig
+from cryosr.core.io.eer import DEFAULT_EER_GROUPING, EER_UPSAMPLINGS
 
 __all__ = [
     "DEVICE",
     "DOSE_PER_FRAME",
+    "EER_GROUPING",
+    "EER_UPSAMPLING",
     "EXCLUDE_FRAMES",
     "GAIN",
     "GAIN_FLIP",
@@ -26,6 +29,7 @@ __all__ = [
     "add_acquisition",
     "add_batch",
     "add_device",
+    "add_eer_args",
     "add_gain",
     "add_movie_inputs",
     "cluster_config",
@@ -71,6 +75,16 @@ EXCLUDE_FRAMES = Option(
     "--first_frame_sum/--last_frame_sum habit); their exposure still counts for the later frames",
     (("metavar", "LIST"),),
 )  # fmt: skip
+EER_GROUPING = Option(
+    "--eer-grouping", f"EER movies: detector frames per rendered fraction (default: the motion STAR's, else "
+    f"{DEFAULT_EER_GROUPING} as RELION); a remainder is dropped with a warning; --dose-per-frame is then per fraction",
+    (("type", int), ("default", 0), ("metavar", "N")),
+)  # fmt: skip
+EER_UPSAMPLING = Option(
+    "--eer-upsampling", "EER movies: 1 renders the events on the physical pixel, 2 on the 2x grid (the detector's own "
+    "sub-pixel positions; --pixel-size stays the physical pixel); default: the motion STAR's, else 1",
+    (("type", int), ("choices", EER_UPSAMPLINGS)),
+)  # fmt: skip
 OVERWRITE = Option("--overwrite", "recompute movies whose output is finished already (default: skip them, resume)",
                    (("action", "store_true"),))  # fmt: skip
 
@@ -87,6 +101,13 @@ def add_acquisition(parser: argparse.ArgumentParser) -> None:
         option.add(g)
 
 
+def add_eer_args(parser: argparse.ArgumentParser) -> None:
+    """``--eer-grouping``, ``--eer-upsampling`` (they apply to ``.eer`` movies only)."""
+    g = parser.add_argument_group("EER movies (Falcon 4/4i)")
+    for option in (EER_GROUPING, EER_UPSAMPLING):
+        option.add(g)
+
+
 def add_gain(parser: argparse.ArgumentParser) -> None:
     """``--gain``, ``--gain-rotate``, ``--gain-flip``."""
     for option in (GAIN, GAIN_ROTATE, GAIN_FLIP):
@@ -95,10 +116,11 @@ def add_gain(parser: argparse.ArgumentParser) -> None:
 
 def add_movie_inputs(parser: argparse.ArgumentParser, *, what: str) -> None:
     """The inputs and outputs of a command that runs the movie pipeline (``superres``, ``enhance``)."""
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="MOVIE", help=f"{what} (.mrcs/.mrc/.tif), or micrographs")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="MOVIE", help=f"{what} (.mrcs/.mrc/.tif/.eer), or micrographs")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_acquisition(parser)
     add_gain(parser)
+    add_eer_args(parser)
     SHIFTS.add(parser)
     EXCLUDE_FRAMES.add(parser)
     add_device(parser)

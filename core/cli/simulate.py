@@ -24,7 +24,7 @@ from cryosr.core.cli.options import add_device
 from cryosr.core.device import resolve_device
 from cryosr.core.errors import InputError
 from cryosr.core.simulate import MOTION_MODELS, SimulationConfig, plan_movie, simulate_movie
-from cryosr.core.simulate.config import LR_OPERATORS
+from cryosr.core.simulate.config import LR_OPERATORS, MOVIE_FORMATS
 from cryosr.core.simulate.model_io import default_model_path, read_model
 from cryosr.core.simulate.movie import _box_size
 from cryosr.core.simulate.physics import ICE_MIP_V
@@ -83,6 +83,23 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
     parser.add_argument("--save-clean-frames", action="store_true", help="also write noise-free per-frame frames")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing simulation in --out")
+    _add_detector_args(parser, d)
+
+
+def _add_detector_args(parser: argparse.ArgumentParser, d: SimulationConfig) -> None:
+    g = parser.add_argument_group("camera and file format of the LR movie (Movies/)")
+    g.add_argument("--format", dest="movie_format", choices=MOVIE_FORMATS, default=d.movie_format,
+                   help="mrc: float32 MRC stack; tiff: integer counts, LZW (as EPU/SerialEM); eer: electron events at "
+                   "sub-pixel positions (Falcon 4; RELION 3.1 reads only --size 4096)")
+    g.add_argument("--eer-frames-per-fraction", type=int, default=d.eer_frames_per_fraction, metavar="N",
+                   help="EER detector frames per frame (--frames fractions; read back with --eer-grouping N)")
+    g.add_argument("--eer-compression", type=int, choices=(65001, 65002), default=d.eer_compression)
+    g.add_argument("--gain-sigma", type=float, default=d.gain_sigma,
+                   help="relative rms of the per-pixel sensitivity; writes Movies/gain.mrc (RELION's convention)")
+    g.add_argument("--hot-pixels", type=int, default=d.hot_pixels, help="pixels that fire every frame (Movies/defects.txt)")
+    g.add_argument("--dead-columns", type=int, default=d.dead_columns, help="columns that record nothing (Movies/defects.txt)")
+    g.add_argument("--hot-pixel-rate", type=float, default=d.hot_pixel_rate,
+                   help="counts per frame of a hot pixel, in mean counts per pixel and frame")
 
 
 def _defocus_a(text: str) -> tuple[float, float]:
@@ -118,8 +135,13 @@ def main(args: argparse.Namespace) -> int:
         amp_contrast=args.amp_contrast, ice_thickness_a=args.ice_thickness, energy_filter=args.energy_filter,
         motion=args.motion, lr_operator=args.lr_operator, mtf_frequencies=mtf_f, mtf_values=mtf_v,
         mtf_name=Path(job.mtf).name if job.mtf else "", noise_mtf=args.noise_mtf, b_factor_a2=args.b_factor, seed=args.seed,
-        save_clean_frames=args.save_clean_frames,
+        save_clean_frames=args.save_clean_frames, movie_format=args.movie_format,
+        eer_frames_per_fraction=args.eer_frames_per_fraction, eer_compression=args.eer_compression,
+        gain_sigma=args.gain_sigma, hot_pixels=args.hot_pixels, dead_columns=args.dead_columns,
+        hot_pixel_rate=args.hot_pixel_rate,
     )
+    if config.movie_format == "eer" and config.size != 4096:
+        logger.warning("--format eer with --size %d: RELION 3.1 reads only 4096 x 4096 EER movies", config.size)
     device = resolve_device(job.device)
     model = read_model(job.model)
     if (job.out_dir / "movies.star").exists() and not job.overwrite:

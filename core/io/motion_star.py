@@ -56,6 +56,9 @@ class RelionMotion:
         1-based first frame the shifts refer to (``rlnMicrographStartFrame``).
     has_local_motion : bool
         Whether a local motion model or local shifts are stored (not applied by cryosr).
+    eer_grouping, eer_upsampling : int
+        ``rlnEERGrouping``/``rlnEERUpsampling`` of an EER movie (0 and 1 when absent); RELION's
+        shifts are then in pixels of the rendered grid and the dose is per fraction.
     path : str
         The metadata file.
     """
@@ -73,7 +76,13 @@ class RelionMotion:
     n_frames_movie: int | None = None
     start_frame: int = 1
     has_local_motion: bool = False
+    eer_grouping: int = 0
+    eer_upsampling: int = 1
     path: str = ""
+
+    def shifts_for_eer_upsampling(self, eer_upsampling: int) -> torch.Tensor:
+        """``shifts_yx_px`` on the grid of an EER movie rendered at ``eer_upsampling`` (RELION's are on its own grid)."""
+        return self.shifts_yx_px * (eer_upsampling / self.eer_upsampling)
 
     def matches_movie(self, movie_path: str | Path) -> bool:
         """Whether ``movie_path`` names the same movie file (compared by file name without directories)."""
@@ -166,5 +175,7 @@ def read_relion_motion(path: str | Path) -> RelionMotion:
         n_frames_movie=None if n_frames_movie is None else int(n_frames_movie),
         start_frame=start_frame,
         has_local_motion=any(k in blocks for k in ("local_motion_model", "local_shift")),
+        eer_grouping=int(_number(general, "rlnEERGrouping", path) or 0),
+        eer_upsampling=int(_number(general, "rlnEERUpsampling", path) or 1),
         path=str(path),
     )

@@ -70,6 +70,8 @@ def plan_acquisition(
     pixel, pixel_from = pixel_size_a, source
     if pixel is None and motion is not None and motion.pixel_size_a:
         pixel, pixel_from = motion.pixel_size_a, f"motion STAR {Path(motion.path).name}"
+    if pixel is not None:  # given for the file: an EER movie's physical pixel, its frames are on a finer grid
+        pixel = pixel / header.grid_upsampling
     if pixel is None:
         pixel, pixel_from = header.pixel_size_a, "header"
     if not pixel:
@@ -106,11 +108,14 @@ def match_motion(movie: Path, motions: Sequence[RelionMotion]) -> RelionMotion |
     raise InputError(movie, "none of the --shifts files is for this movie")
 
 
-def motion_shifts(motion: RelionMotion | None, n_frames: int) -> tuple | None:
-    """The motion STAR's shifts as a task's ``shifts_yx_px``, or None (align) when they do not cover the movie."""
+def motion_shifts(motion: RelionMotion | None, n_frames: int, eer_upsampling: int = 1) -> tuple | None:
+    """The motion STAR's shifts as a task's ``shifts_yx_px``, or None (align) when they do not cover the movie.
+
+    ``eer_upsampling``: the grid the movie is rendered on (RELION's EER shifts are on its own grid).
+    """
     if motion is None:
         return None
-    shifts = tuple(map(tuple, motion.shifts_yx_px.tolist()))
+    shifts = tuple(map(tuple, motion.shifts_for_eer_upsampling(eer_upsampling).tolist()))
     if motion.start_frame != 1 or len(shifts) != n_frames:
         last = motion.start_frame + len(shifts) - 1
         logger.warning("%s: shifts cover frames %d-%d of a %d-frame movie; aligning the movie instead",
@@ -178,7 +183,7 @@ def load_movie(task: MovieTask, device: torch.device) -> LoadedMovie:
     InputError
         Unreadable file, NaN frames, an empty or dead exposure, shifts for another frame count.
     """
-    movie = read_movie(task.movie_path, gain=task.gain_path, gain_rotate=task.gain_rotate, gain_flip=task.gain_flip)
+    movie = read_movie(task.movie_path, **task.read_options)
     frames = movie.frames.to(device)
     check_counts(frames, task.movie_path)
     shifts = None

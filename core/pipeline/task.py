@@ -17,7 +17,7 @@ class MovieTask:
     Attributes
     ----------
     movie_path : Path
-        Input movie (``.mrcs``/``.mrc``/``.tif``) or a single-frame micrograph.
+        Input movie (``.mrcs``/``.mrc``/``.tif``/``.eer``) or a single-frame micrograph.
     out_path : Path
         The micrograph to write (super-resolved or enhanced).
     acquisition : Acquisition
@@ -31,6 +31,10 @@ class MovieTask:
         Known per-frame shifts in input pixels for every frame of the file, ``((y0, x0), ...)``.
     exclude_frames : tuple[int, ...]
         0-based frames left out (``--exclude-frames``; their exposure still counts for the later frames).
+    eer_grouping, eer_upsampling : int
+        EER movies only: detector frames per fraction (0: RELION's default, 40) and rendering grid
+        (1 physical, 2 the 2x grid; ``acquisition`` then holds the rendered pixel and the dose per
+        fraction); see ``cryosr.core.io.read_movie``.
     extra : dict
         Adapter-specific values travelling with the task (not compared).
     """
@@ -44,7 +48,20 @@ class MovieTask:
     gain_flip: int = 0
     shifts_yx_px: tuple | None = None
     exclude_frames: tuple[int, ...] = ()
+    eer_grouping: int = 0
+    eer_upsampling: int = 1
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def read_options(self) -> dict:
+        """Keywords of ``cryosr.core.io.read_movie`` for this task's movie (gain, its orientation, EER rendering)."""
+        return {"gain": self.gain_path, "gain_rotate": self.gain_rotate, "gain_flip": self.gain_flip,
+                "eer_grouping": self.eer_grouping, "eer_upsampling": self.eer_upsampling}  # fmt: skip
+
+    @property
+    def header_options(self) -> dict:
+        """Keywords of ``cryosr.core.io.read_movie_header`` for this task's movie (the EER rendering)."""
+        return {"eer_grouping": self.eer_grouping, "eer_upsampling": self.eer_upsampling}
 
     @property
     def input_paths(self) -> tuple[Path, ...]:

@@ -6,10 +6,12 @@ from dataclasses import asdict, dataclass
 
 from cryosr.core.errors import InputError
 
-__all__ = ["LR_OPERATORS", "MOTION_MODELS", "SimulationConfig"]
+__all__ = ["LR_OPERATORS", "MOTION_MODELS", "MOVIE_FORMATS", "SimulationConfig"]
 
 MOTION_MODELS = ("none", "drift", "relion-like")
 LR_OPERATORS = ("box", "fourier")
+#: File formats of the LR movie (``Movies/``): float MRC stack, integer LZW TIFF, electron events.
+MOVIE_FORMATS = ("mrc", "tiff", "eer")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,25 @@ class SimulationConfig:
         Master seed; movie ``i`` uses an independent stream derived from ``(seed, i)``.
     save_clean_frames : bool
         Keep the noise-free per-frame frames (LR and HR expected counts).
+    movie_format : str
+        ``mrc`` (float32 stack), ``tiff`` (integer counts, LZW, Y flipped in the file as EPU/SerialEM
+        movies are read by RELION) or ``eer`` (electron events on the 4x sub-pixel grid, drawn from the
+        HR expectation: ``eer_frames_per_fraction`` detector frames per frame of the other movies).
+        Applies to the LR movie in ``Movies/``; the HR movie stays MRC.
+    eer_frames_per_fraction : int
+        EER detector frames per fraction (RELION's ``--eer_grouping`` that gives back the fractions).
+    eer_compression : int
+        65001 (RELION 3.1 reads it) or 65002.
+    gain_sigma : float
+        Relative rms of the LR detector's per-pixel sensitivity (mean 1, clipped to [0.2, 3]); its gain
+        reference is written to ``Movies/gain.mrc``. 0: a uniform detector.
+    hot_pixels : int
+        LR pixels that fire on every frame (``hot_pixel_rate`` times the mean counts per frame, EER:
+        one event per detector frame); listed in ``Movies/defects.txt``.
+    dead_columns : int
+        LR columns that record nothing; listed in ``Movies/defects.txt``.
+    hot_pixel_rate : float
+        Expected counts per frame of a hot pixel, in units of the mean counts per LR pixel and frame.
     """
 
     size: int = 1024
@@ -91,6 +112,13 @@ class SimulationConfig:
     b_factor_a2: float | None = None
     seed: int = 0
     save_clean_frames: bool = False
+    movie_format: str = "mrc"
+    eer_frames_per_fraction: int = 10
+    eer_compression: int = 65001
+    gain_sigma: float = 0.0
+    hot_pixels: int = 0
+    dead_columns: int = 0
+    hot_pixel_rate: float = 20.0
 
     def __post_init__(self) -> None:
         for failed, problem in self._checks():
@@ -100,6 +128,24 @@ class SimulationConfig:
     def _checks(self) -> list[tuple[bool, str]]:
         """Every validity rule as ``(violated, message)``, in the order they are reported."""
         d_lo, d_hi = self.defocus_min_a, self.defocus_max_a
+        return self._physics_checks(d_lo, d_hi) + self._camera_checks()
+
+    def _camera_checks(self) -> list[tuple[bool, str]]:
+        """The rules of the camera and file-format options."""
+        return [
+            (self.movie_format not in MOVIE_FORMATS, f"--format {self.movie_format!r}: choose one of {', '.join(MOVIE_FORMATS)}"),
+            (self.movie_format == "tiff" and self.noise_mtf, "--format tiff stores integer counts; --noise-mtf makes them non-integer"),
+            (self.eer_frames_per_fraction < 1 or self.eer_compression not in (65001, 65002),
+             "--eer-frames-per-fraction must be >= 1 and --eer-compression 65001 or 65002"),
+            (not 0 <= self.gain_sigma <= 1, f"--gain-sigma {self.gain_sigma}: must be in [0, 1]"),
+            (self.hot_pixels < 0 or self.dead_columns < 0 or self.dead_columns > self.size // 2,
+             "--hot-pixels and --dead-columns must be >= 0 (at most half the columns dead)"),
+            (self.hot_pixels > self.size**2 // 100 or not self.hot_pixel_rate > 0,
+             "--hot-pixels: at most 1% of the pixels; the hot-pixel rate must be positive"),
+        ]  # fmt: skip
+
+    def _physics_checks(self, d_lo: float, d_hi: float) -> list[tuple[bool, str]]:
+        """The rules of the specimen, optics, motion and MTF options."""
         return [
             (self.size < 16 or self.size % 2, f"--size {self.size}: must be an even number of pixels >= 16"),
             (not self.pixel_size_a > 0, f"--pixel-size {self.pixel_size_a}: must be positive"),
@@ -123,6 +169,11 @@ class SimulationConfig:
             (self.noise_mtf and not self.mtf_frequencies, "--noise-mtf needs a detector MTF (--mtf FILE.star)"),
             (self.b_factor_a2 is not None and self.b_factor_a2 < 0, f"B-factor {self.b_factor_a2}: must be >= 0"),
         ]  # fmt: skip
+
+    @property
+    def has_defects(self) -> bool:
+        """Whether the LR detector has hot pixels or dead columns."""
+        return self.hot_pixels > 0 or self.dead_columns > 0
 
     @property
     def hr_size(self) -> int:

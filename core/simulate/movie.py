@@ -37,7 +37,15 @@ from cryosr.core.errors import InputError
 from cryosr.core.fourier import irfft2
 from cryosr.core.shifts import phase_ramp
 from cryosr.core.simulate.config import SimulationConfig
-from cryosr.core.simulate.detector import apply_mtf, detect, downsample_counts, mtf_rfft
+from cryosr.core.simulate.detector import (
+    Camera,
+    apply_mtf,
+    camera_expectation,
+    detect,
+    downsample_counts,
+    make_camera,
+    mtf_rfft,
+)
 from cryosr.core.simulate.geometry import euler_to_matrix, place_particles, random_euler_angles
 from cryosr.core.simulate.motion import global_drift_a, particle_jitter_a
 from cryosr.core.simulate.physics import (
@@ -59,7 +67,7 @@ from cryosr.core.simulate.potential import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MoviePlan", "SimulatedMovie", "plan_movie", "simulate_movie"]
+__all__ = ["MoviePlan", "SimulatedMovie", "camera_for", "plan_movie", "simulate_movie"]
 
 #: B-factor (Å²) of the water molecules in the ice noise model.
 _WATER_B_A2 = 20.0
@@ -119,6 +127,9 @@ class SimulatedMovie:
     clean_lr_frames, clean_hr_frames : torch.Tensor | None
         `(t, s, s)` and `(t, 2s, 2s)` expected counts of each frame (motion, damage, CTF, MTF;
         the Poisson means), kept when ``save_clean_frames``.
+    eer_expected_hr : torch.Tensor | None
+        `(t, 2s, 2s)` expected counts of each fraction at the HR pixel before any MTF, the intensity
+        the EER events are drawn from (``movie_format`` eer only), with ``eer_seed`` for their draws.
     shifts_a : torch.Tensor
         `(t, 2)` true global shift (y, x) in Å: frame i's content is the reference specimen moved
         by +shift (``fourier_shift`` convention); frame 1 is 0.
@@ -157,12 +168,28 @@ class SimulatedMovie:
     hr_pixel_size_a: float
     clean_lr_frames: torch.Tensor | None = None
     clean_hr_frames: torch.Tensor | None = None
+    eer_expected_hr: torch.Tensor | None = None
+    eer_seed: int = 0
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
 
 
 def _movie_generator(seed: int, movie_index: int, stream: int) -> int:
     return (seed * 1_000_003 + movie_index * 7919 + stream * 104_729) % (2**63 - 1)
+
+
+def mean_lr_counts(config: SimulationConfig) -> float:
+    """Expected counts per LR pixel and frame over an empty area (ice only)."""
+    attenuation = ice_attenuation(config.ice_thickness_a, config.voltage_kv)
+    background = 0.0 if config.energy_filter else 1.0 - attenuation
+    return config.dose_per_frame * config.pixel_size_a**2 * (attenuation + background)
+
+
+def camera_for(config: SimulationConfig) -> Camera | None:
+    """The LR camera of this run (sensitivity, hot pixels, dead columns), drawn from the master seed; None if perfect."""
+    return make_camera(config.size, gain_sigma=config.gain_sigma, hot_pixels=config.hot_pixels,
+                       dead_columns=config.dead_columns, hot_counts=config.hot_pixel_rate * mean_lr_counts(config),
+                       seed=_movie_generator(config.seed, -1, 3))  # fmt: skip
 
 
 def plan_movie(model: AtomicModel | VolumeModel, config: SimulationConfig, movie_index: int) -> MoviePlan:
@@ -368,6 +395,8 @@ def simulate_movie(
 
     lr = torch.empty(t, config.size, config.size, device=device)
     hr = torch.empty(t, n_hr, n_hr, device=device)
+    camera = camera_for(config)
+    eer_expected = torch.empty_like(hr) if config.movie_format == "eer" else None
     clean_lr = torch.empty_like(lr) if config.save_clean_frames else None
     clean_hr_frames = torch.empty_like(hr) if config.save_clean_frames else None
 
@@ -375,13 +404,13 @@ def simulate_movie(
         """Poisson-sample frame j (HR, then LR: one generator, always in this order)."""
         if config.noise_mtf:  # sample the unblurred expectation, then spread signal and noise
             hr[j] = apply_mtf(detect(exp_hr, gen), mtf_hr, clamp=False)
-            lr[j] = apply_mtf(detect(exp_lr, gen), mtf_lr, clamp=False)
+            lr[j] = apply_mtf(detect(camera_expectation(exp_lr, camera), gen), mtf_lr, clamp=False)
             if clean_lr is not None and clean_hr_frames is not None:
                 clean_lr[j] = apply_mtf(exp_lr, mtf_lr)
                 clean_hr_frames[j] = apply_mtf(exp_hr, mtf_hr)
             return
         hr[j] = detect(exp_hr, gen)
-        lr[j] = detect(exp_lr, gen)
+        lr[j] = detect(camera_expectation(exp_lr, camera), gen)
         if clean_lr is not None and clean_hr_frames is not None:
             clean_lr[j] = exp_lr
             clean_hr_frames[j] = exp_hr
@@ -401,6 +430,8 @@ def simulate_movie(
             frame = buffers[j % len(buffers)]  # its previous user (frame j - 2) has been recorded
             irfft2(spec, (n_hr, n_hr), out=frame)
             frame.add_(offset).clamp_min_(0)
+            if eer_expected is not None:
+                eer_expected[j] = frame
             if config.noise_mtf:  # the MTF follows the Poisson sampling (record)
                 exp_hr = frame
                 exp_lr = downsample_counts(frame, config.bin_factor, config.lr_operator)
@@ -430,7 +461,7 @@ def simulate_movie(
         "ice_attenuation": attenuation,
         "ice_mean_inner_potential_v": ICE_MIP_V,
         "inelastic_background": background,
-        "expected_counts_per_lr_pixel_per_frame": counts_per_px * config.bin_factor**2 * (attenuation + background),
+        "expected_counts_per_lr_pixel_per_frame": mean_lr_counts(config),
         "particle_box_hr_px": box,
         "particle_radius_a": model_radius_a(model),
     }
@@ -441,6 +472,8 @@ def simulate_movie(
         clean_hr_noctf=clean_noctf,
         clean_lr_frames=clean_lr,
         clean_hr_frames=clean_hr_frames,
+        eer_expected_hr=eer_expected,
+        eer_seed=_movie_generator(config.seed, movie_index, 2),
         shifts_a=plan.shifts_a.clone(),
         shifts_lr_px=plan.shifts_a / config.pixel_size_a,
         particle_angles_deg=plan.angles_deg.clone(),

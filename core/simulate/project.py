@@ -2,7 +2,13 @@
 
 Layout under ``DIR``::
 
-    Movies/movie_0001.mrcs                LR movie (counts), header pixel = LR pixel
+    Movies/movie_0001.mrcs                LR movie (counts), header pixel = LR pixel; .tif (--format tiff:
+                                          integer counts, LZW, rows stored flipped as RELION reads TIFF) or
+                                          .eer (--format eer: electron events, 4096^2 for RELION 3.1)
+    Movies/gain.mrc                       (--gain-sigma/--dead-columns) gain reference in RELION's convention:
+                                          MRC/TIFF movies 1/sensitivity (multiplied), EER the sensitivity itself
+    Movies/defects.txt                    (--hot-pixels/--dead-columns) RELION/MotionCor2 defect file, x y w h
+                                          (EER: for upsampling 1; defects_eer_upsampling2.txt for the 2x grid)
     movies.star                           RELION import format (data_optics + data_movies)
     HR/Movies/movie_0001.mrcs, HR/movies.star   the same specimen recorded at the HR pixel
     truth/movie_0001_clean.mrc            noise-free, motion-free, dose-weighted, CTF sum (HR pixel)
@@ -30,16 +36,21 @@ import pandas as pd
 import torch
 
 from cryosr.core import __version__
+from cryosr.core.acquisition import Acquisition
 from cryosr.core.errors import InputError
 from cryosr.core.fourier import bin_sum
 from cryosr.core.io.atomic import atomic_path
+from cryosr.core.io.eer import rendered_acquisition, write_eer
+from cryosr.core.io.movie import write_defects, write_tiff_movie
 from cryosr.core.io.mrc import write_mrc
 from cryosr.core.io.star import read_star, write_star
 from cryosr.core.simulate.config import SimulationConfig
-from cryosr.core.simulate.movie import SimulatedMovie
+from cryosr.core.simulate.detector import eer_events
+from cryosr.core.simulate.movie import SimulatedMovie, camera_for
 
 __all__ = [
     "SHIFT_CONVENTION",
+    "movie_file",
     "movie_name",
     "read_mtf",
     "read_true_shifts",
@@ -96,6 +107,47 @@ def read_true_shifts(path: str | Path) -> torch.Tensor:
 def movie_name(index: int) -> str:
     """``movie_0001`` for the 0-based movie ``index``."""
     return f"movie_{index + 1:04d}"
+
+
+#: File suffix of the LR movie per ``SimulationConfig.movie_format``.
+MOVIE_SUFFIXES = {"mrc": ".mrcs", "tiff": ".tif", "eer": ".eer"}
+
+
+def movie_file(config: SimulationConfig, index: int) -> str:
+    """The LR movie of movie ``index``, relative to the project: ``Movies/movie_0001.mrcs`` (or .tif, .eer)."""
+    return f"Movies/{movie_name(index)}{MOVIE_SUFFIXES[config.movie_format]}"
+
+
+def _eer_frames(sim: SimulatedMovie, config: SimulationConfig, stats: dict):
+    """The EER detector frames of ``sim``: ``eer_frames_per_fraction`` draws of each fraction's HR expectation."""
+    n = config.eer_frames_per_fraction
+    camera = camera_for(config)
+    expected = sim.eer_expected_hr
+    gen = torch.Generator(device=expected.device).manual_seed(sim.eer_seed)
+    for j in range(expected.shape[0]):
+        per_frame = expected[j] / n  # the motion is constant within a fraction
+        for _ in range(n):
+            events, lost = eer_events(per_frame, camera, gen)
+            stats["events"] += len(events)
+            stats["coincidence_lost"] += lost
+            yield events.cpu()
+
+
+def _write_lr_movie(out: Path, index: int, sim: SimulatedMovie, config: SimulationConfig) -> Path:
+    """The LR movie in ``config.movie_format`` (EER: the events are drawn here; their counts go to ``sim.info``)."""
+    target = out / movie_file(config, index)
+    if config.movie_format == "tiff":
+        return write_tiff_movie(target, sim.lr_frames, overwrite=True)
+    if config.movie_format != "eer":
+        return write_mrc(target, sim.lr_frames, config.pixel_size_a, overwrite=True)
+    if sim.eer_expected_hr is None:
+        raise InputError(target, "the simulation kept no EER intensities (movie_format was not eer)")
+    stats = {"events": 0, "coincidence_lost": 0}
+    n_frames = sim.eer_expected_hr.shape[0] * config.eer_frames_per_fraction
+    write_eer(target, _eer_frames(sim, config, stats), (config.size, config.size), n_frames,
+              pixel_size_a=config.pixel_size_a, compression=config.eer_compression, overwrite=True)  # fmt: skip
+    sim.info.update(eer_detector_frames=n_frames, eer_events=stats["events"], eer_coincidence_lost=stats["coincidence_lost"])
+    return target
 
 
 def read_mtf(path: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -155,7 +207,7 @@ def write_movie_files(out_dir: str | Path, index: int, sim: SimulatedMovie, conf
     name = movie_name(index)
     px, px_hr = config.pixel_size_a, config.hr_pixel_size_a
     written = [
-        write_mrc(out / "Movies" / f"{name}.mrcs", sim.lr_frames, px, overwrite=True),
+        _write_lr_movie(out, index, sim, config),
         write_mrc(out / "HR" / "Movies" / f"{name}.mrcs", sim.hr_frames, px_hr, overwrite=True),
         write_mrc(out / "truth" / f"{name}_clean.mrc", sim.clean_hr, px_hr, overwrite=True),
         write_mrc(out / "truth" / f"{name}_clean_noctf.mrc", sim.clean_hr_noctf, px_hr, overwrite=True),
@@ -171,7 +223,7 @@ def write_movie_files(out_dir: str | Path, index: int, sim: SimulatedMovie, conf
         "rlnImageSizeX": config.size,
         "rlnImageSizeY": config.size,
         "rlnImageSizeZ": t,
-        "rlnMicrographMovieName": f"Movies/{name}.mrcs",
+        "rlnMicrographMovieName": movie_file(config, index),
         "rlnMicrographBinning": 1.0,
         "rlnMicrographOriginalPixelSize": px,
         "rlnMicrographDoseRate": config.dose_per_frame,
@@ -179,6 +231,8 @@ def write_movie_files(out_dir: str | Path, index: int, sim: SimulatedMovie, conf
         "rlnVoltage": config.voltage_kv,
         "rlnMicrographStartFrame": 1,
     }
+    if config.movie_format == "eer":  # the fractions are RELION's EER grouping of the detector frames, at 1x
+        general.update(rlnEERUpsampling=1, rlnEERGrouping=config.eer_frames_per_fraction)
     shifts = pd.DataFrame(
         {
             "rlnMicrographFrameNumber": np.arange(1, t + 1),
@@ -190,6 +244,44 @@ def write_movie_files(out_dir: str | Path, index: int, sim: SimulatedMovie, conf
     )
     written.append(write_star(out / "truth" / f"{name}_shifts.star", {"general": general, "global_shift": shifts}))
     return written
+
+
+def _write_camera_files(out: Path, config: SimulationConfig) -> list[Path]:
+    """``Movies/gain.mrc`` and ``Movies/defects.txt`` of an imperfect camera (RELION's conventions, see the module)."""
+    camera = camera_for(config)
+    if camera is None:
+        return []
+    written = []
+    if camera.sensitivity is not None:  # EER gains hold the sensitivity (RELION inverts them), others multiply
+        gain = camera.sensitivity if config.movie_format == "eer" else camera.gain_reference
+        written.append(write_mrc(out / "Movies" / "gain.mrc", gain, config.pixel_size_a, overwrite=True))
+    if config.has_defects:
+        written.append(write_defects(out / "Movies" / "defects.txt", camera.defect_rectangles(config.size), overwrite=True))
+    if config.has_defects and config.movie_format == "eer":  # RELION applies the rectangles to the rendered frames
+        written.append(write_defects(out / "Movies" / "defects_eer_upsampling2.txt", camera.defect_rectangles(config.size, 2),
+                                     overwrite=True))  # fmt: skip
+    return written
+
+
+def _detector_meta(config: SimulationConfig, written: list[Path], out: Path) -> dict:
+    """The ``detector`` section of simulation.json: format, camera files, EER fractions and their dose."""
+    files = {p.name: p.relative_to(out).as_posix() for p in written}
+    meta = {"movie_format": config.movie_format, "gain_reference": files.get("gain.mrc"),
+            "defect_file": files.get("defects.txt")}  # fmt: skip
+    if "defects_eer_upsampling2.txt" in files:
+        meta["defect_file_eer_upsampling2"] = files["defects_eer_upsampling2.txt"]
+    if "gain.mrc" in files:
+        meta["gain_convention"] = ("EER: the relative sensitivity, RELION applies mean/gain (0 = defect)"
+                                   if config.movie_format == "eer" else "multiplicative: raw x gain = counts (RELION --gainref)")  # fmt: skip
+    if config.movie_format == "eer":
+        n = config.eer_frames_per_fraction
+        frame = Acquisition(config.pixel_size_a, config.dose_per_frame / n, voltage_kv=config.voltage_kv)
+        fraction = rendered_acquisition(frame, grouping=n, upsampling=1)
+        meta["eer"] = {"detector_frames_per_fraction": n, "compression": config.eer_compression,
+                       "dose_per_detector_frame_e_a2": frame.dose_per_frame_e_a2,
+                       "dose_per_fraction_e_a2": fraction.dose_per_frame_e_a2,
+                       "relion": f"--eer_grouping {n} --dose_per_frame {fraction.dose_per_frame_e_a2:g} (per fraction)"}  # fmt: skip
+    return meta
 
 
 def write_project_files(
@@ -230,19 +322,21 @@ def write_project_files(
     out = Path(out_dir)
     names = [movie_name(i) for i in range(len(sims))]
     mtf_file = None
-    written: list[Path] = []
+    written: list[Path] = _write_camera_files(out, config)
+    detector = _detector_meta(config, written, out)
     if mtf_path is not None:
         mtf_file = Path(mtf_path).name
         table = pd.DataFrame({"rlnResolutionInversePixel": config.mtf_frequencies, "rlnMtfValue": config.mtf_values})
         for where in (out, out / "HR"):
             written.append(write_star(where / mtf_file, {Path(mtf_file).stem: table}))
-    for where, px in ((out, config.pixel_size_a), (out / "HR", config.hr_pixel_size_a)):
-        movies = pd.DataFrame({"rlnMicrographMovieName": [f"Movies/{n}.mrcs" for n in names], "rlnOpticsGroup": 1})
+    for where, px, files in ((out, config.pixel_size_a, [movie_file(config, i) for i in range(len(sims))]),
+                             (out / "HR", config.hr_pixel_size_a, [f"Movies/{n}.mrcs" for n in names])):  # fmt: skip
+        movies = pd.DataFrame({"rlnMicrographMovieName": files, "rlnOpticsGroup": 1})
         written.append(write_star(where / "movies.star", {"optics": _optics(config, px, mtf_file, micrograph=False), "movies": movies}))
 
     rows = []
     box_lr = int(2 * round(sims[0]["particle_radius_a"] * 1.5 / config.pixel_size_a)) if sims else 64
-    for name, s in zip(names, sims):
+    for index, (name, s) in enumerate(zip(names, sims)):
         for (y_lr, x_lr), (y_hr, x_hr), (rot, tilt, psi) in zip(s["yx_lr"], s["yx_hr"], s["angles"]):
             rows.append(
                 {
@@ -256,7 +350,7 @@ def write_project_files(
                     "rlnDefocusV": s["defocus_v_a"],
                     "rlnDefocusAngle": s["defocus_angle_deg"],
                     "rlnOpticsGroup": 1,
-                    "cryosrMovieName": f"Movies/{name}.mrcs",
+                    "cryosrMovieName": movie_file(config, index),
                     "cryosrCoordinateXHr": x_hr,
                     "cryosrCoordinateYHr": y_hr,
                 }
@@ -307,6 +401,7 @@ def write_project_files(
             "units": "movies and clean*.mrc: electron counts per pixel; clean_noctf: phase in rad (mean removed); "
             "map.mrc: potential in V relative to the ice",
         },
+        "detector": detector,
         "movies": [
             {"name": n, **{k: v for k, v in s.items() if k not in ("yx_lr", "yx_hr", "angles")}} for n, s in zip(names, sims)
         ],

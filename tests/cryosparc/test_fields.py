@@ -21,8 +21,10 @@ from cryosr.core.errors import InputError
 from cryosr.core.io import read_gain, write_mrc
 from cryosr.cryosparc_plugin.args import PluginConfig, parse_input
 from cryosr.cryosparc_plugin.fields import (
+    ExposureSource,
     SrMicrograph,
     check_exposures,
+    eer_rendering,
     exposure_sources,
     fill_output,
     gain_orientation_to_relion,
@@ -119,7 +121,7 @@ def test_particle_files_are_not_exposures_and_export_prefix_is_stripped():
     assert raw.startswith(">") and strip_export_prefix(raw) == raw[1:] and not strip_export_prefix(raw).startswith(">")
 
 
-def test_mixed_pixel_sizes_zero_dose_and_eer_are_rejected():
+def test_mixed_pixel_sizes_and_zero_dose_are_rejected():
     dset = _load(MOVIES).slice(0, 3)
     dset["movie_blob/psize_A"][2] = 0.83
     with pytest.raises(InputError, match="mixed pixel sizes"):
@@ -130,8 +132,7 @@ def test_mixed_pixel_sizes_zero_dose_and_eer_are_rejected():
         check_exposures(exposure_sources(dset))
     dset["mscope_params/total_dose_e_per_A2"][1] = 53
     dset["movie_blob/path"][0] = "J1/imported/a.eer"
-    with pytest.raises(InputError, match="EER"):
-        check_exposures(exposure_sources(dset))
+    check_exposures(exposure_sources(dset))  # EER is read now (eer_rendering fits it to the row)
     with pytest.raises(InputError, match="no exposures"):
         check_exposures([])
 
@@ -178,3 +179,19 @@ def test_names_and_options():
         PluginConfig(project_uid="P3", workspace_uid="W1", input_job_uid="J1", method="magic")
     with pytest.raises(InputError, match="scheme"):
         PluginConfig(project_uid="P3", workspace_uid="W1", input_job_uid="J1", url="host:39000")
+
+
+def test_eer_rendering_fits_the_dataset_grid_and_dose():
+    """An EER row: the grid follows movie_blob/shape, the dose per fraction the detector frames' total."""
+    row = ExposureSource(uid=1, kind="movie", path="J1/imported/a.eer", pixel_size_a=0.4, n_frames=40,
+                         dose_per_frame=1.0, voltage_kv=300.0, shape_yx=(8192, 8192))  # fmt: skip
+    eer = eer_rendering(row, (4096, 4096), 400, grouping=20, upsampling=None)
+    assert (eer.upsampling, eer.n_fractions) == (2, 20)
+    assert eer.dose_per_fraction == pytest.approx(40.0 * 20 / 400)
+    for kwargs, msg in (({"grouping": 0, "upsampling": None}, "needs --eer-grouping"),
+                        ({"grouping": 20, "upsampling": 1}, "dataset's grid is 2x"),
+                        ({"grouping": 500, "upsampling": None}, "exceeds the 400 EER frames")):  # fmt: skip
+        with pytest.raises(InputError, match=msg):
+            eer_rendering(row, (4096, 4096), 400, **kwargs)
+    with pytest.raises(InputError, match="not 1x or 2x"):
+        eer_rendering(row, (3000, 3000), 400, grouping=20, upsampling=None)

@@ -264,9 +264,11 @@ def test_killed_run_registers_nothing_and_resume_reuses_finished_files(project, 
 
 
 def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("cryosr-cryosparc: error:")
-    return err
+    """The run ends with exactly one error line (log lines may come before it)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("cryosr-cryosparc: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    return errors[0]
 
 
 def test_wrong_ids_fail_before_creating_a_job(project, capsys):

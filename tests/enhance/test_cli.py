@@ -14,16 +14,13 @@ from cryosr.core.enhance.checkpoint import load_checkpoint, save_checkpoint
 from cryosr.core.enhance.infer import EnhanceConfig, enhance_micrograph, enhance_movie
 from cryosr.core.enhance.model import DSTNet, EnhanceNetConfig
 from cryosr.core.io import write_mrc
+from tests.helpers.enhance import tiny_checkpoint
 
 
 @pytest.fixture()
 def files(tmp_path):
+    pt = tiny_checkpoint(tmp_path / "m.pt", (1.0, 2.0))
     gen = torch.Generator().manual_seed(0)
-    model = DSTNet(EnhanceNetConfig(frames=3, channels=8, encoder_blocks=1, reconstructor_blocks=1, scales=(1, 2)))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    pt = save_checkpoint(tmp_path / "m.pt", model, {"training_pixel_size_a": [1.0, 2.0]})
     movie = torch.poisson(torch.full((6, 40, 36), 3.0), generator=gen)
     write_mrc(tmp_path / "mov.mrcs", movie, 1.5)
     write_mrc(tmp_path / "mic.mrc", movie.sum(0), 1.5)

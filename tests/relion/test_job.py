@@ -523,3 +523,42 @@ def test_dataset_mode_trains_once_then_fine_tunes_each(tmp_path, monkeypatch):
     for r in records:
         header = read_mrc_header(tmp_path / r["output"])
         assert header["shape"] == (1, 64, 64) and header["pixel_size_a"] == pytest.approx(0.5)
+
+
+def test_eer_micrographs_follow_motioncorr_rendering(tmp_path, monkeypatch, capsys):
+    """An EER movie that MotionCorr rendered at upsampling 2 (rlnEERGrouping/Upsampling in its metadata):
+    the job renders it alike, with the physical pixel from the metadata, and writes the 2x of that grid."""
+    import numpy as np
+
+    from cryosr.core.io.eer import write_eer
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(12):
+        pix = rng.choice(32 * 32, size=300, replace=False)
+        frames.append(np.stack([(pix // 32) * 4 + rng.integers(0, 4, 300), (pix % 32) * 4 + rng.integers(0, 4, 300)], 1))
+    write_eer(tmp_path / "Movies/m1.eer", frames, (32, 32), 12, pixel_size_a=1.0)
+    general = {"rlnImageSizeX": 64, "rlnImageSizeY": 64, "rlnImageSizeZ": 4, "rlnMicrographMovieName": "Movies/m1.eer",
+               "rlnMicrographBinning": 1.0, "rlnMicrographOriginalPixelSize": 1.0, "rlnMicrographDoseRate": 0.9,
+               "rlnMicrographPreExposure": 0.0, "rlnVoltage": 300.0, "rlnMicrographStartFrame": 1, "rlnEERUpsampling": 2,
+               "rlnEERGrouping": 3, "rlnMotionModelVersion": 0}  # fmt: skip
+    shifts = pd.DataFrame({"rlnMicrographFrameNumber": [1, 2, 3, 4], "rlnMicrographShiftX": [0.0, -1.0, -2.0, -3.0],
+                           "rlnMicrographShiftY": [0.0, 0.5, 1.0, 1.5]})  # fmt: skip
+    write_star(tmp_path / "MotionCorr/job002/Movies/m1.star", {"general": general, "global_shift": shifts})
+    write_mrc(tmp_path / "MotionCorr/job002/Movies/m1.mrc", torch.ones(64, 64), 0.5)
+    optics = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1], "rlnMicrographOriginalPixelSize": [1.0],
+                           "rlnVoltage": [300.0], "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1],
+                           "rlnMicrographPixelSize": [0.5]})  # fmt: skip
+    mics = pd.DataFrame({"rlnMicrographName": ["MotionCorr/job002/Movies/m1.mrc"], "rlnMicrographMetadata": [
+        "MotionCorr/job002/Movies/m1.star"], "rlnOpticsGroup": [1]})  # fmt: skip
+    write_star(tmp_path / "MotionCorr/job002/corrected_micrographs.star", {"optics": optics, "micrographs": mics})
+    (tmp_path / "default_pipeline.star").write_text(PIPELINE_31)
+    assert run("--eer_upsampling", "1") == 2  # MotionCorr's grid fixes the output pixel: a different one is refused
+    assert "rendered the EER movie at upsampling 2, not 1" in capsys.readouterr().err
+    assert run("--overwrite", "yes") == 0
+    out = read_micrograph(tmp_path / JOB / "Movies/m1.mrc")
+    assert out.data.shape == (128, 128) and out.pixel_size_a == pytest.approx(0.25)
+    assert read_star(tmp_path / JOB / "micrographs.star")["optics"]["rlnMicrographPixelSize"][0] == pytest.approx(0.25)
+    record = json.loads((tmp_path / JOB / "cryosr_relion.json").read_text())["micrographs"][0]
+    assert record["info"]["shifts"] == "given" and record["shifts_yx_px"][3] == pytest.approx([-1.5, 3.0])
