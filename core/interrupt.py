@@ -26,12 +26,18 @@ def _terminate(signum, frame) -> None:
 
 @contextlib.contextmanager
 def sigterm_as_exception() -> Iterator[None]:
-    """Turn SIGTERM into ``Terminated`` inside the block (main thread only; restored afterwards)."""
+    """Turn SIGTERM into ``Terminated`` inside the block (main thread only; restored afterwards).
+
+    Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` inside the block too, whatever handler a library
+    installed (dask-jobqueue's, on import, exits the process instead).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -15,18 +17,18 @@ def _few_threads():
     torch.set_num_threads(n)
 
 
+_CRYOSR_HANDLERS = list(logging.getLogger("cryosr").handlers)
+
+
 @pytest.fixture(autouse=True)
 def _own_log_handlers():
-    """Handlers an in-process entry point installs on the ``cryosr`` logger are removed after the test.
+    """Handlers an in-process entry point installs on the ``cryosr`` logger are removed after each test.
 
-    ``cryosr`` commands configure logging once per process; run in-process, one test's handler would
-    otherwise write into the next test's captured stderr.
+    ``cryosr`` commands configure logging once per process; run in-process (also from module-scoped
+    fixtures), one test's handler would otherwise write into later tests' captured stderr.
     """
-    import logging
-
-    root = logging.getLogger("cryosr")
-    before = list(root.handlers)
     yield
+    root = logging.getLogger("cryosr")
     for handler in root.handlers[:]:
-        if handler not in before:
+        if handler not in _CRYOSR_HANDLERS:
             root.removeHandler(handler)

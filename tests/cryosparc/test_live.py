@@ -258,6 +258,7 @@ def test_command_line(session, monkeypatch, capsys):
         monkeypatch.delenv(var, raising=False)
     assert main([*ARGS, "--live", "S1", "--poll-interval", "1", "--idle-timeout", "1", "--device", "cpu"]) == 0
     assert fake.saved[("J2", "micrographs")]["uid"].tolist() == dset["uid"][:2].tolist()
+    capsys.readouterr()  # the run's log lines
     for bad, needle in ((["--live", "S9"], "Live session P3-S9"), (["--live", "X1"], "expected S<number>"),
                         (["--live", "S1", "--input", "J1"], "exactly one of"),
                         (["--live", "S1", "--until", "soon"], "--until 'soon'")):  # fmt: skip
